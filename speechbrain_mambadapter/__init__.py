@@ -1,0 +1,1 @@
+"""speechbrain-mambadapter: parameter-efficient transfer learning of speech and audio models."""
