@@ -427,12 +427,13 @@ def save_random_ast(folder, seed=0, **config_overrides):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ASTModel(config)
-        embeddings = model.embeddings
+        emb = model.embeddings
         with torch.no_grad():
-            for param in (embeddings.cls_token, embeddings.distillation_token, embeddings.position_embeddings):
+            for param in (emb.cls_token, emb.distillation_token, emb.position_embeddings):
                 param.normal_(0.0, 0.02)
     folder = str(folder)
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder)
-    ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length).save_pretrained(folder)
+    extractor = ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length)
+    extractor.save_pretrained(folder)
     return folder
