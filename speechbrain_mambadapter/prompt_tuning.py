@@ -1,0 +1,103 @@
+"""Deep prompt tuning (VPT-deep, Jia et al. 2022): N learnable tokens at the input of every layer.
+
+Before layer 0 the N prompts of layer 0 are prepended to the sequence; before every later
+layer the N prompt positions of the previous layer's output are replaced by that layer's own
+prompts. Before the encoder's final norm the prompt positions are removed again, so the
+encoder's output has its usual length and a downstream decoder, pooling or ``lengths``
+keep working. (The PETL_AST reference keeps them and pools over them; here prompts act on
+the other tokens through attention in every layer.) A key padding mask, where the layer
+takes one, is extended with "not padding" for the prompts.
+
+The prompts are initialised U(-v, v) with ``v = sqrt(6 / (3 * 16 * 16 + d_model))``, VPT's
+Xavier-style rule for 16x16 patches, as in the PETL_AST reference.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+# Per-layer inputs that index positions and cannot simply be extended by N prompts.
+_POSITIONAL_INPUTS = ("attention_mask", "src_mask", "pos_embs", "head_mask")
+
+
+class DeepPromptTuning(nn.Module):
+    """Learnable prompts ``[num_layers, num_tokens, d_model]`` and the hooks that insert them.
+
+    Arguments
+    ---------
+    num_layers : int
+        Encoder layers (one set of prompts each).
+    num_tokens : int
+        Prompts per layer, N.
+    d_model : int
+        Features of the backbone.
+
+    Example
+    -------
+    >>> layers = nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)])
+    >>> prompts = DeepPromptTuning(num_layers=2, num_tokens=3, d_model=8)
+    >>> prompts.prompts.shape
+    torch.Size([2, 3, 8])
+    """
+
+    def __init__(self, num_layers, num_tokens, d_model):
+        super().__init__()
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be at least 1, got {num_tokens}.")
+        bound = math.sqrt(6.0 / (3 * 16 * 16 + d_model))
+        self.prompts = nn.Parameter(torch.empty(num_layers, num_tokens, d_model).uniform_(-bound, bound))
+        self.num_tokens = num_tokens
+        self._inserted = False
+
+    def attach(self, encoder, layers, final_norm):
+        """Register the hooks on ``encoder`` (reset), each layer (insert) and ``final_norm`` (strip)."""
+        if len(layers) != self.prompts.shape[0]:
+            raise ValueError(f"Have prompts for {self.prompts.shape[0]} layers, got {len(layers)} layers.")
+        encoder.register_forward_pre_hook(self._reset)
+        for index, layer in enumerate(layers):
+            layer.petl_prompt_index = index
+            layer.register_forward_pre_hook(self._insert, with_kwargs=True)
+        final_norm.register_forward_pre_hook(self._strip)
+
+    def _reset(self, module, args):
+        self._inserted = False
+
+    def _insert(self, layer, args, kwargs):
+        for name in _POSITIONAL_INPUTS:
+            if kwargs.get(name) is not None:
+                raise RuntimeError(
+                    f"Deep prompt tuning lengthens the sequence, but this layer also got `{name}`, "
+                    "whose shape follows the sequence; run the encoder without it or use another method."
+                )
+        if any(isinstance(a, torch.Tensor) for a in args[1:]):
+            raise RuntimeError(
+                "Deep prompt tuning lengthens the sequence, but this layer got a mask tensor as a "
+                "positional argument; run the encoder without attention masks or use another method."
+            )
+        args = list(args)
+        hidden = args[0] if args else kwargs["hidden_states"]
+        prompts = self.prompts[layer.petl_prompt_index].to(hidden.dtype).expand(hidden.shape[0], -1, -1)
+        if self._inserted:
+            hidden = torch.cat([prompts, hidden[:, self.num_tokens :]], dim=1)
+        else:
+            hidden = torch.cat([prompts, hidden], dim=1)
+            self._inserted = True
+        if args:
+            args[0] = hidden
+        else:
+            kwargs["hidden_states"] = hidden
+        mask = kwargs.get("src_key_padding_mask")
+        if mask is not None and mask.shape[1] != hidden.shape[1]:
+            keep = torch.zeros(mask.shape[0], self.num_tokens, dtype=mask.dtype, device=mask.device)
+            kwargs["src_key_padding_mask"] = torch.cat([keep, mask], dim=1)
+        return tuple(args), kwargs
+
+    def _strip(self, module, args):
+        if not self._inserted:
+            return None
+        self._inserted = False
+        return (args[0][:, self.num_tokens :],) + tuple(args[1:])
