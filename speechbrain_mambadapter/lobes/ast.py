@@ -181,7 +181,8 @@ class AST(nn.Module):
         ``"mean"``: mean of all output tokens (CLS, distillation and every patch,
         padding included), what the paper's code uses by default (PETL_AST,
         ``final_output: 'ALL'``); ``"cls"``: mean of the CLS and distillation
-        tokens, AST's own pooler.
+        tokens, AST's own pooler (the paper's ``'CLS'`` option takes the CLS
+        token alone).
     max_length : int, optional
         Frames (10 ms each) the clips are padded or truncated to; None keeps the
         checkpoint's ``max_length``. Otherwise the positional embeddings are
