@@ -241,7 +241,7 @@ def whisper_special_tokens() -> List[str]:
     -------
     >>> specials = whisper_special_tokens()
     >>> len(specials), specials[:3], specials[-1]
-    (1609, ['<|endoftext|>', '<|startoftranscript|>', '<|en|>'], '<|30.00|>')
+    (1608, ['<|endoftext|>', '<|startoftranscript|>', '<|en|>'], '<|30.00|>')
     """
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 

@@ -1,0 +1,474 @@
+"""Data preparation for Common Voice ASR, one locale of a release (CL-MASR protocol).
+
+Reads ``<data_folder>/{train,dev,test}.tsv`` and ``<data_folder>/clips/*.mp3`` of one locale of a
+Common Voice release (e.g. ``cv-corpus-15.0-2023-09-08/eo``) and writes ``train.csv``, ``dev.csv``
+and ``test.csv`` (``ID,duration,wav,spk_id,wrd``) in ``save_folder``::
+
+    python common_voice_prepare.py --data_folder=/data/cv-corpus-15.0-2023-09-08/eo \\
+        --save_folder=results/eo --language=eo
+
+Subsets (as in CL-MASR, Della Libera et al. 2023): 600 minutes of train audio, 60 of dev and 60
+of test, drawn from the official ``train``/``dev``/``test`` splits. Rows are ordered by
+``sha256(f"{seed}:{clip}")`` (the same on every platform and Python version, and independent of
+the row order of the tsv) and taken in that order, skipping clips longer than ``max_duration``,
+until the next clip would exceed the budget. A split that holds less (CKB's train has about 484
+minutes) is taken whole, and the shortfall is logged. Durations are read from the mp3 headers
+through soundfile only for the clips visited, and cached in ``save_folder/clip_durations.json``.
+
+Accepted tsv headers (columns are found by name; only ``path`` and ``sentence`` are required):
+
+- v1 to v7: ``client_id path sentence up_votes down_votes age gender accent locale segment``
+- v8 to v12: the same with ``accents``; v13 to v16 add ``variant`` before ``locale``
+- v17 and later: ``client_id path sentence_id sentence sentence_domain up_votes down_votes age
+  gender accents variant locale segment``
+
+Text normalisation (:func:`normalize_text`; the recipe applies the same function to its
+hypotheses, so references and hypotheses are scored alike). For every language, in order:
+
+1. Unicode NFKC (folds full-width forms, ligatures and Arabic presentation forms), then the
+   language's character map below;
+2. apostrophe variants (’ ‘ ʼ ʻ ´ ` ′) become ``'``; lower case (``str.lower``);
+3. punctuation and symbols (Unicode categories P*, S*) become spaces, except the word-internal
+   marks of the language (kept only between two letters); zero-width and other format
+   characters are removed;
+4. runs of white space become one space; leading and trailing spaces are removed.
+
+Per language:
+
+- ``ab`` (Abkhaz, Cyrillic): old code points of Abkhaz letters map to the current ones
+  (ҧ U+04A7 -> ԥ U+0525, ҕ U+0495 -> ӷ U+04F7, Latin ə -> Cyrillic ә), and Latin letters that
+  look like Cyrillic ones (a c e o p x y k) become Cyrillic in words that contain Cyrillic;
+  word-internal hyphen kept.
+- ``ckb`` (Central Kurdish, Arabic script): Arabic yeh/alef maksura -> Farsi yeh (ی), Arabic kaf
+  -> keheh (ک), heh + ZWNJ -> ae (ە); tatweel and Arabic diacritics (U+064B-U+0652) removed;
+  Arabic-Indic digits -> 0-9.
+- ``eo`` (Esperanto): ǔ (u caron) -> ŭ; the elision apostrophe (``l'``, ``dom'``) is kept after
+  a letter; word-internal hyphen kept.
+- ``kab`` (Kabyle, Latin): Greek ε/γ -> ɛ/ɣ (a common substitution in typed Kabyle);
+  word-internal hyphen kept (it attaches affixes: ``yenna-yas``).
+- ``rw`` (Kinyarwanda): word-internal apostrophe kept (``n'abana``).
+
+Other languages get the common rules only. This is stricter than CL-MASR's own preprocessing
+(which removed only commas and quotes and kept case): Whisper is trained and scored here on
+lower-case, unpunctuated text, so WER measures words, not punctuation.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+CSV_FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
+DURATIONS_CACHE = "clip_durations.json"
+OPTIONS_FILE = "prepare_options.json"
+# Bump when normalize_text or the selection rule changes, so that old CSVs are rebuilt.
+PREPARE_VERSION = 1
+# A few missing clips are tolerated (skipped and reported); more than this many, and more
+# than this share of the rows visited, means the release is not fully extracted.
+MAX_MISSING_CLIPS = 5
+MAX_MISSING_FRACTION = 0.05
+REPORT_EXAMPLES = 5
+
+_APOSTROPHES = dict.fromkeys(map(ord, "\u2019\u2018\u02bc\u02bb\u00b4`\u2032"), "'")
+_AB_HOMOGLYPHS = dict(zip(map(ord, "aceopxyk"), "асеорхук"))
+_CHAR_MAPS: Dict[str, Dict[int, str]] = {
+    "ab": {0x04A7: "\u0525", 0x04A6: "\u0524", 0x0495: "\u04f7", 0x0494: "\u04f6", 0x0259: "\u04d9"},
+    "ckb": {
+        0x064A: "\u06cc",
+        0x0649: "\u06cc",
+        0x0643: "\u06a9",
+        0x0640: "",
+        **{cp: "" for cp in range(0x064B, 0x0653)},
+        **{0x0660 + i: str(i) for i in range(10)},
+        **{0x06F0 + i: str(i) for i in range(10)},
+    },
+    "eo": {0x01D4: "\u016d", 0x01D3: "\u016c"},
+    "kab": {0x03B5: "\u025b", 0x0395: "\u0190", 0x03B3: "\u0263", 0x0393: "\u0194"},
+}
+# Marks that belong to words in a language's orthography: kept between two letters.
+_WORD_INTERNAL = {"ab": "-", "ckb": "", "eo": "-'", "kab": "-", "rw": "'"}
+
+
+def normalize_text(text: str, language: str) -> str:
+    """Normalises a transcript (reference or hypothesis) of ``language``; the rules are listed
+    in this module's docstring.
+
+    Arguments
+    ---------
+    text : str
+        The raw text.
+    language : str
+        Common Voice locale code (``ab``, ``ckb``, ``eo``, ``kab``, ``rw``; any other code gets
+        the common rules only).
+
+    Returns
+    -------
+    str
+        Lower-case words separated by single spaces (empty if nothing is left).
+
+    Example
+    -------
+    >>> normalize_text("Ĉu vi parolas Esperanton? Jes, iom!", "eo")
+    'ĉu vi parolas esperanton jes iom'
+    >>> normalize_text("Ndagiye kwa Mama n’abana.", "rw")
+    "ndagiye kwa mama n'abana"
+    >>> normalize_text("Yenna-yas: «Azul!»", "kab")
+    'yenna-yas azul'
+    >>> normalize_text("Аҧсуа бызшәa - Abkhaz", "ab")
+    'аԥсуа бызшәа abkhaz'
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if language == "ckb":
+        # Heh followed by ZWNJ is how Sorani "ە" was typed before it had a key of its own.
+        text = text.replace("\u0647\u200c", "\u06d5")
+    text = text.translate(_CHAR_MAPS.get(language, {})).translate(_APOSTROPHES).lower()
+    if language == "ab":
+        text = " ".join(
+            word.translate(_AB_HOMOGLYPHS) if re.search("[\u0400-\u052f]", word) else word
+            for word in text.split()
+        )
+    keep = _WORD_INTERNAL.get(language, "")
+    chars = []
+    for i, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category == "Cf":
+            continue
+        if category[0] in "PS":
+            before = text[i - 1] if i > 0 else " "
+            after = text[i + 1] if i + 1 < len(text) else " "
+            internal = char in keep and before.isalpha() and after.isalpha()
+            elision = language == "eo" and char == "'" and before.isalpha()
+            chars.append(char if internal or elision else " ")
+        else:
+            chars.append(char)
+    return " ".join("".join(chars).split())
+
+
+def _options_fingerprint(data_folder: Path, options: dict) -> dict:
+    """What the CSVs depend on: the options and the size of each tsv."""
+    tsv_sizes = {split: (data_folder / f"{split}.tsv").stat().st_size for split in SPLITS}
+    return {**options, "tsv_sizes": tsv_sizes, "version": PREPARE_VERSION}
+
+
+def _check_layout(data_folder: Path, language: str) -> None:
+    layout = (
+        "the folder of one locale of a Common Voice release (e.g. cv-corpus-15.0-2023-09-08/"
+        f"{language}) holding clips/*.mp3, train.tsv, dev.tsv and test.tsv; download the release "
+        "from https://commonvoice.mozilla.org/datasets, extract it and pass "
+        f"--data_folder=<release>/{language}"
+    )
+    if not data_folder.is_dir():
+        raise FileNotFoundError(
+            f"Common Voice folder {data_folder} for language '{language}' does not exist. Expected {layout}."
+        )
+    missing = [f"{split}.tsv" for split in SPLITS if not (data_folder / f"{split}.tsv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data_folder} has no {', '.join(missing)}. Expected {layout}.")
+    if not (data_folder / "clips").is_dir():
+        raise FileNotFoundError(f"{data_folder} has no clips/ folder. Expected {layout}.")
+
+
+def read_tsv(tsv_path: Path, language: str) -> List[Dict[str, str]]:
+    """Reads a Common Voice tsv (any header variant, see the module docstring).
+
+    Arguments
+    ---------
+    tsv_path : pathlib.Path
+        ``train.tsv``, ``dev.tsv`` or ``test.tsv``.
+    language : str
+        The expected locale; a ``locale`` column with another value is an error.
+
+    Returns
+    -------
+    list of dict
+        One dict per row, keyed by column name.
+
+    Raises
+    ------
+    ValueError
+        If the header has no ``path`` or ``sentence`` column, or the rows are of another locale.
+    """
+    with open(tsv_path, encoding="utf-8", newline="") as f:
+        # Sentences may contain quotes: no quoting, tabs only separate.
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None or not {"path", "sentence"} <= set(header):
+            raise ValueError(
+                f"{tsv_path} has header {header}; a Common Voice tsv needs at least the columns "
+                f"'path' and 'sentence' (e.g. client_id, path, sentence, up_votes, ...)."
+            )
+        rows = [dict(zip(header, row)) for row in reader if row]
+    locales = {row.get("locale") for row in rows} - {None, ""}
+    if locales and language not in locales:
+        raise ValueError(
+            f"{tsv_path} holds locale {sorted(locales)} but language='{language}'; pass "
+            f"--language={sorted(locales)[0]} or the --data_folder of '{language}'."
+        )
+    return rows
+
+
+def _load_durations(path: Path) -> Dict[str, float]:
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {}
+
+
+def _save_durations(path: Path, durations: Dict[str, float]) -> None:
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        json.dump(durations, f, sort_keys=True)
+    partial.replace(path)
+
+
+def _seeded_order(rows: List[Dict[str, str]], seed: int) -> List[Dict[str, str]]:
+    def key(row):
+        return hashlib.sha256(f"{seed}:{row['path']}".encode()).hexdigest()
+
+    return sorted(rows, key=key)
+
+
+def select_subset(
+    rows: List[Dict[str, str]],
+    clips_folder: Path,
+    language: str,
+    minutes: float,
+    seed: int,
+    max_duration: float,
+    durations: Dict[str, float],
+    split: str = "train",
+) -> Tuple[List[Dict[str, str]], Dict[str, int]]:
+    """Draws up to ``minutes`` of audio from ``rows`` in the seeded order (module docstring).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows of one tsv (:func:`read_tsv`).
+    clips_folder : pathlib.Path
+        The ``clips/`` folder.
+    language : str
+        Locale, for :func:`normalize_text`.
+    minutes : float
+        The budget.
+    seed : int
+        Selection seed.
+    max_duration : float
+        Longer clips (seconds) are dropped.
+    durations : dict
+        Clip name -> seconds; read and filled in place (the cache).
+    split : str
+        Name used in messages.
+
+    Returns
+    -------
+    selected : list of dict
+        Rows with ``duration`` (s) and ``wrd`` (normalised) added.
+    counts : dict
+        ``too_long``, ``missing``, ``empty`` and ``visited`` rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        If more than a few clips are missing.
+    """
+    budget = minutes * 60.0
+    total = 0.0
+    selected = []
+    counts = {"visited": 0, "too_long": 0, "missing": 0, "empty": 0}
+    missing, empty = [], []
+    for row in _seeded_order(rows, seed):
+        counts["visited"] += 1
+        wrd = normalize_text(row["sentence"], language)
+        if not wrd:
+            counts["empty"] += 1
+            empty.append(row["path"])
+            continue
+        clip = clips_folder / row["path"]
+        if not clip.is_file():
+            counts["missing"] += 1
+            missing.append(row["path"])
+            continue
+        if row["path"] not in durations:
+            durations[row["path"]] = sf.info(str(clip)).duration
+        duration = durations[row["path"]]
+        if duration > max_duration:
+            counts["too_long"] += 1
+            continue
+        if total + duration > budget:
+            break
+        total += duration
+        selected.append({**row, "duration": duration, "wrd": wrd, "wav": str(clip)})
+    else:
+        logger.warning(
+            "%s: only %.1f minutes of clips up to %.1f s are available (requested %.1f); taking all of them.",
+            split,
+            total / 60.0,
+            max_duration,
+            minutes,
+        )
+    if empty:
+        logger.warning(
+            "%s: skipped %d rows whose sentence is empty after normalisation, e.g. %s",
+            split,
+            len(empty),
+            ", ".join(empty[:REPORT_EXAMPLES]),
+        )
+    if missing:
+        share = len(missing) / counts["visited"]
+        message = (
+            f"{split}: {len(missing)} of the {counts['visited']} clips visited are listed in "
+            f"{split}.tsv but missing from {clips_folder}, e.g. {', '.join(missing[:REPORT_EXAMPLES])}"
+        )
+        if len(missing) > MAX_MISSING_CLIPS and share > MAX_MISSING_FRACTION:
+            raise FileNotFoundError(
+                f"{message}. Is the release fully extracted? Re-extract the archive into the "
+                f"--data_folder and run again."
+            )
+        logger.warning("%s; skipped them.", message)
+    logger.info(
+        "%s: %d utterances, %.1f minutes (requested %.1f); %d of the %d rows visited were over "
+        "%.1f s and dropped",
+        split,
+        len(selected),
+        total / 60.0,
+        minutes,
+        counts["too_long"],
+        counts["visited"],
+        max_duration,
+    )
+    return selected, counts
+
+
+def prepare_common_voice(
+    data_folder: str,
+    save_folder: str,
+    language: str,
+    train_minutes: float = 600.0,
+    dev_minutes: float = 60.0,
+    test_minutes: float = 60.0,
+    seed: int = 0,
+    max_duration: float = 10.0,
+    skip_prep: bool = False,
+) -> None:
+    """Writes ``train.csv``, ``dev.csv`` and ``test.csv`` for one Common Voice locale.
+
+    Skips the work when ``save_folder`` already holds the CSVs of the same options (and tsv
+    sizes); redoes it when any of them changed.
+
+    Arguments
+    ---------
+    data_folder : str
+        The locale folder of a Common Voice release (``clips/``, ``train.tsv`` ...).
+    save_folder : str
+        Where the CSVs, the duration cache and the options are written.
+    language : str
+        Locale code, e.g. ``"eo"``; selects the text normalisation.
+    train_minutes, dev_minutes, test_minutes : float
+        Audio budget of each split, in minutes.
+    seed : int
+        Selection seed. It is a data option, independent of the training seed, so the five
+        training runs of a language see the same subset.
+    max_duration : float
+        Clips longer than this (seconds) are dropped, in every split.
+    skip_prep : bool
+        If True, do nothing.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> save = tempfile.mkdtemp()
+    >>> sample = Path(__file__).parents[2] / "tests" / "samples" / "CommonVoice" / "eo"
+    >>> prepare_common_voice(sample, save, "eo", train_minutes=0.2, dev_minutes=0.1, test_minutes=0.1)
+    >>> sorted(os.listdir(save))
+    ['clip_durations.json', 'dev.csv', 'prepare_options.json', 'test.csv', 'train.csv']
+    """
+    if skip_prep:
+        return
+    data_folder, save_folder = Path(data_folder).resolve(), Path(save_folder)
+    _check_layout(data_folder, language)
+    minutes = {"train": train_minutes, "dev": dev_minutes, "test": test_minutes}
+    for split, value in minutes.items():
+        if value <= 0:
+            raise ValueError(f"{split}_minutes must be positive, got {value}.")
+    if max_duration <= 0:
+        raise ValueError(f"max_duration must be positive (seconds), got {max_duration}.")
+    options = {
+        "data_folder": str(data_folder),
+        "language": language,
+        "minutes": minutes,
+        "seed": seed,
+        "max_duration": max_duration,
+    }
+    fingerprint = _options_fingerprint(data_folder, options)
+    options_path = save_folder / OPTIONS_FILE
+    csv_paths = {split: save_folder / f"{split}.csv" for split in SPLITS}
+    if options_path.is_file() and all(path.is_file() for path in csv_paths.values()):
+        with open(options_path, encoding="utf-8") as f:
+            if json.load(f) == fingerprint:
+                logger.info("%s already holds the CSVs of these options; skipping preparation.", save_folder)
+                return
+    save_folder.mkdir(parents=True, exist_ok=True)
+    options_path.unlink(missing_ok=True)
+    durations_path = save_folder / DURATIONS_CACHE
+    durations = _load_durations(durations_path)
+    try:
+        for split in SPLITS:
+            rows = read_tsv(data_folder / f"{split}.tsv", language)
+            selected, _ = select_subset(
+                rows, data_folder / "clips", language, minutes[split], seed, max_duration, durations, split
+            )
+            _write_csv(csv_paths[split], selected)
+    finally:
+        _save_durations(durations_path, durations)
+    with open(options_path, "w", encoding="utf-8") as f:
+        json.dump(fingerprint, f, indent=2, sort_keys=True)
+
+
+def _write_csv(path: Path, rows: List[Dict[str, str]]) -> None:
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_FIELDS)
+        for row in rows:
+            writer.writerow(
+                [
+                    Path(row["path"]).stem,
+                    f"{row['duration']:.3f}",
+                    row["wav"],
+                    row.get("client_id", ""),
+                    row["wrd"],
+                ]
+            )
+    partial.replace(path)
+
+
+def _parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_folder", required=True, help="locale folder of a Common Voice release")
+    parser.add_argument("--save_folder", required=True, help="where the CSVs are written")
+    parser.add_argument("--language", required=True, help="locale code, e.g. eo")
+    parser.add_argument("--train_minutes", type=float, default=600.0)
+    parser.add_argument("--dev_minutes", type=float, default=60.0)
+    parser.add_argument("--test_minutes", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_duration", type=float, default=10.0)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    arguments = vars(_parse_arguments())
+    prepare_common_voice(**arguments)
