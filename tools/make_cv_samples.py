@@ -69,7 +69,7 @@ SENTENCES = {
             "Neniu ĝisdatigo nun estas disponebla.",
         ),
         ("appstream", "Show the program version.", "Montri la version de la programo."),
-        ("appstream", "You need to specify a command.", "Vi devas specifi komandon."),
+        ("appstream", "You need to specify a command.", "Vi devas specifi komandon."),  # codespell:ignore
         ("appstream", "This tag is not translatable.", "Ĉi tiu etikedo ne estas tradukebla."),
         ("appstream", "Also show pedantic hints.", "Ankaŭ montri pedantajn sugestojn."),
         (
