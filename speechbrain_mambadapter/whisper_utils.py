@@ -25,6 +25,7 @@ Authors
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -67,6 +68,10 @@ TINY_WHISPER_CONFIG = {
     "max_source_positions": 1500,
     "max_target_positions": 448,
 }
+
+
+class WhisperAssetDownloadError(RuntimeError):
+    """``pip download`` of the ``openai-whisper`` sdist failed (typically: no access to PyPI)."""
 
 
 def default_cache_dir() -> Path:
@@ -117,8 +122,10 @@ def fetch_multilingual_tiktoken(cache_dir: Optional[Union[str, Path]] = None) ->
 
     Raises
     ------
+    WhisperAssetDownloadError
+        If ``pip download`` fails (no access to PyPI).
     RuntimeError
-        If ``pip download`` fails (no access to PyPI) or a checksum does not match.
+        If a checksum does not match.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / "openai-whisper-20250625" / "multilingual.tiktoken"
@@ -144,7 +151,7 @@ def fetch_multilingual_tiktoken(cache_dir: Optional[Union[str, Path]] = None) ->
         result = subprocess.run(cmd, capture_output=True, text=True)
         sdist = Path(tmp) / WHISPER_SDIST_FILE
         if result.returncode != 0 or not sdist.is_file():
-            raise RuntimeError(
+            raise WhisperAssetDownloadError(
                 f"Could not download {WHISPER_SDIST} from PyPI (needed for Whisper's multilingual "
                 f"tokenizer); `{' '.join(cmd)}` said: {result.stderr.strip()[-500:]}. Check the "
                 f"network access to PyPI, or put a multilingual.tiktoken with sha256 "
@@ -400,6 +407,38 @@ def save_tiny_whisper(
     model.save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def cached_tiny_whisper(cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Returns a folder holding the tiny random Whisper of :data:`TINY_WHISPER_CONFIG` with the
+    real multilingual tokenizer, building it in the cache the first time (a few seconds).
+
+    For tests and ``--whisper_source=<dir>`` debug runs; treat the folder as read-only.
+
+    Arguments
+    ---------
+    cache_dir : str or pathlib.Path, optional
+        Cache folder; :func:`default_cache_dir` by default.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<cache_dir>/tiny-whisper-<hash of the config>``.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    tag = hashlib.sha256(json.dumps([TINY_WHISPER_CONFIG, TIKTOKEN_SHA256], sort_keys=True).encode())
+    folder = cache_dir / f"tiny-whisper-{tag.hexdigest()[:12]}"
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
+    tiktoken_path = fetch_multilingual_tiktoken(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Build next to the target and rename, so an interrupted build never looks complete.
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        save_whisper_tokenizer(Path(tmp) / "tokenizer", tiktoken_path)
+        built = save_tiny_whisper(Path(tmp) / "model", Path(tmp) / "tokenizer")
+        if not folder.exists():
+            built.rename(folder)
     return folder
 
 

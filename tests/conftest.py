@@ -14,3 +14,20 @@ def tiny_ast_dir(tmp_path_factory):
     from speechbrain_mambadapter.lobes.ast import save_random_ast
 
     return save_random_ast(tmp_path_factory.mktemp("tiny_ast"), max_length=100)
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir():
+    """A tiny random Whisper (2+2 layers, 64 wide) with the real multilingual Whisper tokenizer,
+    saved to a folder: ``Whisper(source=tiny_whisper_dir, ...)`` or ``--whisper_source=<dir>``.
+
+    Built once into the user cache (``~/.cache/speechbrain_mambadapter``, or
+    ``$SPEECHBRAIN_MAMBADAPTER_CACHE``) from the pinned ``openai-whisper`` sdist on PyPI; skipped
+    only when that sdist cannot be downloaded. Treat the folder as read-only.
+    """
+    from speechbrain_mambadapter.whisper_utils import WhisperAssetDownloadError, cached_tiny_whisper
+
+    try:
+        return cached_tiny_whisper()
+    except WhisperAssetDownloadError as error:
+        pytest.skip(f"Whisper's multilingual tokenizer is not available offline: {error}")
