@@ -4,9 +4,9 @@
 ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``, so the two are
 interchangeable. Unlike mamba-ssm's own reference, which materialises the
 ``[B, D, L, N]`` discretised system and loops over time in Python, this one
-walks over time in chunks: inside a chunk the linear recurrence is solved with
-a log-depth (Hillis-Steele) parallel scan, and only the ``[B, D, N]`` state
-crosses chunk borders. A custom autograd function recomputes each chunk in the
+walks over time in chunks: inside a chunk the linear recurrence is solved by a
+two-level scan (about 2·sqrt(chunk) vectorised steps), and only the ``[B, D, N]``
+state crosses chunk borders. A custom autograd function recomputes each chunk in the
 backward pass, so training memory is O(B·D·chunk·N) plus the inputs, not
 O(B·D·L·N).
 
@@ -14,10 +14,12 @@ Authors
  * speechbrain-mambadapter contributors 2026
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_SIZE = 128
+DEFAULT_CHUNK_SIZE = 256
 
 
 def _bc_chunk(X, t0, t1, d_inner):
@@ -45,23 +47,37 @@ def _bc_chunk(X, t0, t1, d_inner):
     return X[..., t0:t1].transpose(-1, -2).repeat_interleave(d_inner // groups, dim=1)
 
 
-def _reduce_bc_grad(grad, like):
-    """Sum a ``[B, D, T, N]`` gradient back to the layout of ``like`` for one chunk."""
+def _contract_state(hs, M, t0, t1):
+    """``sum_n hs[b, d, t, n] M[.., n, t]`` for the time steps ``[t0, t1)`` → ``[B, D, T]``."""
+    if M.dim() == 3:  # the common case: a batched matrix product, no [B, D, T, N] temporary
+        return torch.einsum("bdtn,bnt->bdt", hs, M[..., t0:t1])
+    return (hs * _bc_chunk(M, t0, t1, hs.shape[1])).sum(-1)
+
+
+def _grad_bc(X, w, like):
+    """Gradient w.r.t. one chunk of B or C: ``sum_d X[b, d, t, n] w[b, d, t]`` in ``like``'s layout."""
+    if like.dim() == 3:
+        return torch.einsum("bdtn,bdt->bnt", X, w)
+    grad = X * w[..., None]
     if like.dim() == 2:
         return grad.sum(dim=(0, 2))
-    if like.dim() == 3:
-        return grad.sum(dim=1).transpose(-1, -2)
     b, d, t, n = grad.shape
     groups = like.shape[1]
     return grad.view(b, groups, d // groups, t, n).sum(dim=2).transpose(-1, -2)
 
 
-def _linear_scan(a, b, h0):
+def _linear_scan(a, b, h0, reverse=False):
     """Solve ``h[t] = a[t] * h[t-1] + b[t]`` along dim 2 with ``h[-1] = h0``.
 
-    Hillis-Steele scan: log2(T) vectorised steps. All factors are products of
-    decays in (0, 1], so nothing overflows, unlike a cumulative-sum-in-log-space
-    formulation that divides by vanishing decays.
+    With ``reverse=True`` the recurrence runs backwards in time:
+    ``h[t] = a[t] * h[t+1] + b[t]`` with ``h[T] = h0``.
+
+    Two levels, so that a chunk of T steps costs about 2·sqrt(T) vectorised
+    operations instead of T: the chunk is cut into sub-chunks of ~sqrt(T) steps,
+    all sub-chunks are scanned at once from a zero state while accumulating
+    their decay products, then the states entering each sub-chunk are carried
+    across and added back. Only products of decays in (0, 1] appear, so nothing
+    overflows, unlike a cumulative sum in log space that divides by decays.
 
     Arguments
     ---------
@@ -69,23 +85,43 @@ def _linear_scan(a, b, h0):
         ``[B, D, T, N]`` decays and inputs.
     h0 : torch.Tensor
         ``[B, D, N]`` state before the first step.
+    reverse : bool
+        Run from the last step to the first.
 
     Returns
     -------
     torch.Tensor
         ``[B, D, T, N]`` states.
     """
-    a = a.clone()
-    h = b.clone()
-    length = a.shape[2]
-    offset = 1
-    while offset < length:
-        # Right-hand sides are evaluated into temporaries before the in-place
-        # update, so overlapping slices are read before they are written.
-        h[:, :, offset:] += a[:, :, offset:] * h[:, :, :-offset]
-        a[:, :, offset:] = a[:, :, offset:] * a[:, :, :-offset]
-        offset *= 2
-    return torch.addcmul(h, a, h0.unsqueeze(2))
+    batch, d_inner, length, d_state = a.shape
+    sub = max(1, math.ceil(math.sqrt(length)))
+    n_sub = -(-length // sub)
+    pad = n_sub * sub - length
+    if pad:
+        # Trailing steps with a = 1, b = 0 change no earlier state and pass h0
+        # through unchanged when scanning in reverse.
+        a = torch.cat([a, a.new_ones(batch, d_inner, pad, d_state)], dim=2)
+        b = torch.cat([b, b.new_zeros(batch, d_inner, pad, d_state)], dim=2)
+    # [sub, B, D, n_sub, N]: each sequential step reads one contiguous block.
+    # clone, not contiguous(): the caller's a and b must survive the in-place updates.
+    a = a.view(batch, d_inner, n_sub, sub, d_state).permute(3, 0, 1, 2, 4)
+    a = a.clone(memory_format=torch.contiguous_format)
+    h = b.view(batch, d_inner, n_sub, sub, d_state).permute(3, 0, 1, 2, 4)
+    h = h.clone(memory_format=torch.contiguous_format)
+    steps = range(sub - 2, -1, -1) if reverse else range(1, sub)
+    prev = 1 if reverse else -1
+    for j in steps:
+        h[j].addcmul_(a[j], h[j + prev])
+        a[j].mul_(a[j + prev])
+    # State entering each sub-chunk, carried across sub-chunks.
+    last = 0 if reverse else -1
+    enter = torch.empty_like(h[0])
+    carry = h0
+    for k in reversed(range(n_sub)) if reverse else range(n_sub):
+        enter[:, :, k] = carry
+        carry = torch.addcmul(h[last][:, :, k], a[last][:, :, k], carry)
+    h.addcmul_(a, enter)
+    return h.permute(1, 2, 3, 0, 4).reshape(batch, d_inner, n_sub * sub, d_state)[:, :, :length]
 
 
 class _SelectiveScanCore(torch.autograd.Function):
@@ -109,7 +145,7 @@ class _SelectiveScanCore(torch.autograd.Function):
             a = torch.exp(dt * A[:, None, :])
             b = dt * u[:, :, t0:t1, None] * _bc_chunk(B, t0, t1, d_inner)
             hs = _linear_scan(a, b, h)
-            y[:, :, t0:t1] = (hs * _bc_chunk(C, t0, t1, d_inner)).sum(-1)
+            y[:, :, t0:t1] = _contract_state(hs, C, t0, t1)
             h = hs[:, :, -1]
         ctx.save_for_backward(u, delta, A, B, C, h_in)
         ctx.chunk_size = chunk_size
@@ -133,27 +169,26 @@ class _SelectiveScanCore(torch.autograd.Function):
         carry = torch.zeros_like(h_in[:, :, 0]) if grad_last is None else grad_last.clone()
         for k in reversed(range(n_chunks)):
             t0, t1 = k * chunk_size, min((k + 1) * chunk_size, length)
-            dt = delta[:, :, t0:t1, None]
-            uc = u[:, :, t0:t1, None]
-            Bc = _bc_chunk(B, t0, t1, d_inner)
-            Cc = _bc_chunk(C, t0, t1, d_inner)
-            a = torch.exp(dt * A[:, None, :])
-            hs = _linear_scan(a, dt * uc * Bc, h_in[:, :, k])
-            gy = grad_y[:, :, t0:t1, None] * Cc
+            dt = delta[:, :, t0:t1]
+            uc = u[:, :, t0:t1]
+            a = torch.exp(dt[..., None] * A[:, None, :])
+            b = (dt * uc)[..., None] * _bc_chunk(B, t0, t1, d_inner)
+            hs = _linear_scan(a, b, h_in[:, :, k])
+            gy = grad_y[:, :, t0:t1, None] * _bc_chunk(C, t0, t1, d_inner)
             gy[:, :, -1] += carry
             # g[t] = gy[t] + a[t+1] g[t+1]: the same scan, run backwards in time.
             a_next = torch.cat([a[:, :, 1:], torch.zeros_like(a[:, :, :1])], dim=2)
-            g = _linear_scan(a_next.flip(2), gy.flip(2), torch.zeros_like(carry)).flip(2)
+            g = _linear_scan(a_next, gy, torch.zeros_like(carry), reverse=True)
             carry = a[:, :, 0] * g[:, :, 0]
 
-            h_prev = torch.cat([h_in[:, :, k, None], hs[:, :, :-1]], dim=2)
-            d_log_a = g * h_prev * a  # gradient w.r.t. delta * A
-            gB = g * Bc
-            dA += (d_log_a * dt).sum(dim=(0, 2))
-            ddelta[:, :, t0:t1] = (d_log_a * A[:, None, :]).sum(-1) + gB.sum(-1) * uc[..., 0]
-            du[:, :, t0:t1] = gB.sum(-1) * dt[..., 0]
-            dBc = _reduce_bc_grad(g * (dt * uc), B)
-            dCc = _reduce_bc_grad(hs * grad_y[:, :, t0:t1, None], C)
+            # Gradient w.r.t. delta·A is g · a · h[t-1] = g · (h[t] - b[t]).
+            d_log_a = g * (hs - b)
+            dA += torch.einsum("bdtn,bdt->dn", d_log_a, dt)
+            g_b = _contract_state(g, B, t0, t1)  # sum_n g B
+            ddelta[:, :, t0:t1] = torch.einsum("bdtn,dn->bdt", d_log_a, A) + g_b * uc
+            du[:, :, t0:t1] = g_b * dt
+            dBc = _grad_bc(g, dt * uc, B)
+            dCc = _grad_bc(hs, grad_y[:, :, t0:t1], C)
             if B.dim() == 2:
                 dB += dBc
             else:

@@ -129,3 +129,13 @@ def test_rejects_complex_A_and_bad_chunk():
         selective_scan_ref(u, delta, A.to(torch.complex64), B, C)
     with pytest.raises(ValueError, match="chunk_size"):
         selective_scan_ref(u, delta, A, B, C, chunk_size=0)
+
+
+def test_inputs_are_left_untouched():
+    """The in-place scan works on copies (a one-step chunk once aliased the caller's tensors)."""
+    inputs = make_inputs(2, 4, 9, 3, "variable")
+    before = [t.clone() for t in inputs]
+    u, delta, A, B, C, D, z, bias = [t.requires_grad_() for t in inputs]
+    selective_scan_ref(u, delta, A, B, C, D, z, bias, delta_softplus=True, chunk_size=1).sum().backward()
+    for t, t0 in zip(inputs, before):
+        assert torch.equal(t.detach(), t0)
