@@ -23,11 +23,12 @@ def tiny_whisper_dir():
 
     Built once into the user cache (``~/.cache/speechbrain_mambadapter``, or
     ``$SPEECHBRAIN_MAMBADAPTER_CACHE``) from the pinned ``openai-whisper`` sdist on PyPI; skipped
-    only when that sdist cannot be downloaded. Treat the folder as read-only.
+    only when that sdist cannot be downloaded. Treat the folder as read-only. A ``str``: SpeechBrain's
+    Hugging Face wrappers call ``source.replace("/", "--")`` and fail on a ``Path``.
     """
     from speechbrain_mambadapter.whisper_utils import WhisperAssetDownloadError, cached_tiny_whisper
 
     try:
-        return cached_tiny_whisper()
+        return str(cached_tiny_whisper())
     except WhisperAssetDownloadError as error:
         pytest.skip(f"Whisper's multilingual tokenizer is not available offline: {error}")
