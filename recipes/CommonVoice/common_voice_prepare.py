@@ -40,7 +40,7 @@ Per language:
   look like Cyrillic ones (a c e o p x y k) become Cyrillic in words that contain Cyrillic;
   word-internal hyphen kept.
 - ``ckb`` (Central Kurdish, Arabic script): Arabic yeh/alef maksura -> Farsi yeh (ی), Arabic kaf
-  -> keheh (ک), heh + ZWNJ -> ae (ە); tatweel and Arabic diacritics (U+064B-U+0652) removed;
+  -> keheh (ک), heh (ه) followed by ZWNJ or ending a word -> ae (ە); tatweel and Arabic diacritics (U+064B-U+0652) removed;
   Arabic-Indic digits -> 0-9.
 - ``eo`` (Esperanto): ǔ (u caron) -> ŭ; the elision apostrophe (``l'``, ``dom'``) is kept after
   a letter; word-internal hyphen kept.
@@ -132,8 +132,9 @@ def normalize_text(text: str, language: str) -> str:
     """
     text = unicodedata.normalize("NFKC", text)
     if language == "ckb":
-        # Heh followed by ZWNJ is how Sorani "ە" was typed before it had a key of its own.
-        text = text.replace("\u0647\u200c", "\u06d5")
+        # Heh followed by ZWNJ, or ending a word, is how Sorani "ە" was typed before it had a
+        # key of its own ("h" is "ھ"/"ه" only before a letter).
+        text = re.sub("\u0647(\u200c|\\b)", "\u06d5", text)
     text = text.translate(_CHAR_MAPS.get(language, {})).translate(_APOSTROPHES).lower()
     if language == "ab":
         text = " ".join(
