@@ -40,8 +40,8 @@ Per language:
   look like Cyrillic ones (a c e o p x y k) become Cyrillic in words that contain Cyrillic;
   word-internal hyphen kept.
 - ``ckb`` (Central Kurdish, Arabic script): Arabic yeh/alef maksura -> Farsi yeh (ی), Arabic kaf
-  -> keheh (ک), heh (ه) followed by ZWNJ or ending a word -> ae (ە); tatweel and Arabic diacritics (U+064B-U+0652) removed;
-  Arabic-Indic digits -> 0-9.
+  -> keheh (ک), heh (ه) followed by ZWNJ or ending a word -> ae (ە); tatweel and Arabic
+  diacritics (U+064B-U+0652) removed; Arabic-Indic digits -> 0-9.
 - ``eo`` (Esperanto): ǔ (u caron) -> ŭ; the elision apostrophe (``l'``, ``dom'``) is kept after
   a letter; word-internal hyphen kept.
 - ``kab`` (Kabyle, Latin): Greek ε/γ -> ɛ/ɣ (a common substitution in typed Kabyle);
