@@ -85,8 +85,7 @@ def default_cache_dir() -> Path:
 
     Example
     -------
-    >>> default_cache_dir().name in ("speechbrain_mambadapter", Path(os.environ.get(
-    ...     "SPEECHBRAIN_MAMBADAPTER_CACHE", "x")).name)
+    >>> isinstance(default_cache_dir(), Path)
     True
     """
     env = os.environ.get("SPEECHBRAIN_MAMBADAPTER_CACHE")
