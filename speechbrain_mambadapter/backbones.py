@@ -62,7 +62,7 @@ class Backbone:
     final_norm: Optional[nn.Module]
     d_model: int
     sb_whisper: Optional[nn.Module] = None
-    notes: List[str] = field(default_factory=list)
+    fixed: List[nn.Parameter] = field(default_factory=list)
 
 
 def _has(module, *names):
@@ -149,7 +149,8 @@ def _sb_layers(encoder):
             raise _layout_error(
                 "SpeechBrain encoder",
                 layer,
-                "self_att, pos_ffn, norm1, norm2 (Transformer) or mha_layer, ffn_module1/2, norm1 (Conformer)",
+                "self_att, pos_ffn, norm1, norm2 (Transformer) or "
+                "mha_layer, ffn_module1/2, norm1 (Conformer)",
             )
         attn = getattr(layer, attn_name)
         layers.append(Layer(layer, Site(attn, attn, attn_norm), ffns, attn, layer, attn_name))
@@ -212,6 +213,8 @@ def find_backbone(model):
             final_norm=inner.layer_norm,
             d_model=inner.config.d_model,
             sb_whisper=sb_whisper,
+            # Whisper's encoder positions are fixed sinusoids; HF freezes them, so does "full".
+            fixed=[inner.embed_positions.weight],
         )
     if isinstance(inner, ASTModel):
         return Backbone(

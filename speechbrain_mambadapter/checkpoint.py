@@ -25,7 +25,8 @@ def _config(model):
     config = getattr(model, "petl_config", None)
     if config is None:
         raise ValueError(
-            f"{type(model).__name__} has no PETL method: call speechbrain_mambadapter.inject(model, ...) first."
+            f"{type(model).__name__} has no PETL method: "
+            "call speechbrain_mambadapter.inject(model, ...) first."
         )
     return config
 
@@ -141,7 +142,8 @@ def _load_state(model, saved, source):
         raise ValueError(
             f"PETL weights in {source} do not fit this model (was it built with the same config and "
             f"inject() arguments?). Missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; "
-            f"unexpected: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; shape mismatches: {shapes[:5]}."
+            f"unexpected: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; "
+            f"shape mismatches: {shapes[:5]}."
         )
     with torch.no_grad():
         for name, tensor in expected.items():
