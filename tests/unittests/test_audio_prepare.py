@@ -311,6 +311,26 @@ def test_fsc_official_split_and_intents(tmp_path):
     assert all(len(s) == 1 for s in speakers) and len(set.union(*speakers)) == 3
 
 
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_second_call_skips_and_changed_options_redo(tmp_path, monkeypatch, name):
+    module, prepare, _, _ = DATASETS[name]
+    save = tmp_path / "save"
+    prepare(str(SAMPLES / name), str(save))
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return dataprep.prepare_audio(*args, **kwargs)
+
+    monkeypatch.setattr(module, "prepare_audio", spy)
+    prepare(str(SAMPLES / name), str(save))
+    assert calls == []
+    prepare(str(SAMPLES / name), str(save), max_skipped_fraction=0.5)
+    assert len(calls) == 1
+    prepare(str(SAMPLES / name), str(save), max_skipped_fraction=0.5)
+    assert len(calls) == 1
+
+
 # Bad input, for every dataset
 
 
