@@ -7,8 +7,9 @@ and how to reach the attention projections (for LoRA and prefix tuning). Support
 * HF Whisper: ``WhisperEncoder``, ``WhisperModel``, ``WhisperForConditionalGeneration`` and
   SpeechBrain's ``speechbrain.integrations.huggingface.whisper.Whisper`` (the encoder only is
   adapted; a decoder, if present, stays frozen);
-* HF ``ASTModel`` (the layout of transformers >= 5.20, ``layers[i].mlp``, and the older one,
-  ``encoder.layer[i].intermediate/output``) and any object holding one at ``.model``, such as
+* HF ``ASTModel`` (the transformers 5.x layout, ``layers[i].attention.q_proj`` and
+  ``layers[i].mlp``, and the 4.x one, ``encoder.layer[i].attention.attention.query`` and
+  ``intermediate``/``output``) and any object holding one at ``.model``, such as
   this package's AST lobe;
 * SpeechBrain's ``TransformerEncoder`` and ``ConformerEncoder``, also when nested in a larger
   module (exactly one of them).
@@ -101,8 +102,8 @@ def _ast_layers(model):
     layer_list = model.layers if new_layout else getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(layer_list, nn.ModuleList):
         raise ValueError(
-            "Unknown ASTModel layout: expected `model.layers` (transformers >= 5.20) or "
-            "`model.encoder.layer` (older releases); found neither."
+            "Unknown ASTModel layout: expected `model.layers` (transformers 5.x) or "
+            "`model.encoder.layer` (4.x); found neither."
         )
     layers = []
     for layer in layer_list:

@@ -126,7 +126,7 @@ def _mambadapter(
     dropout=0.1,
     share_projections=True,
     use_mamba=True,
-    learn_alpha=True,
+    use_alpha=True,
     alpha_init=0.1,
     use_fast_path=True,
 ):
@@ -136,7 +136,7 @@ def _mambadapter(
         shared = SharedProjections(backbone.d_model, rank)
         backbone.encoder.add_module("petl_shared_projections", shared)
     kwargs = dict(direction=direction, d_state=d_state, d_conv=d_conv, expand=expand, dropout=dropout)
-    kwargs.update(use_mamba=use_mamba, learn_alpha=learn_alpha, alpha_init=alpha_init)
+    kwargs.update(use_mamba=use_mamba, use_alpha=use_alpha, alpha_init=alpha_init)
     return _insert_adapters(
         backbone,
         placement,
@@ -305,8 +305,11 @@ def inject(model, method, placement=None, train_norms=True, **method_kwargs):
         raise ValueError(f"Found no encoder layers to adapt in {type(model).__name__}.")
     model.requires_grad_(False)
     trainable = METHODS[method](backbone, placement, train_norms, **method_kwargs)
+    device = next((p.device for p in backbone.encoder.parameters()), None)
     for module in model.modules():
         if isinstance(module, PETL_MODULES):
+            # New modules go where the backbone is; dtypes stay fp32 (use autocast for half precision).
+            module.to(device)
             trainable += [p for name, p in module.named_parameters() if not _inside_wrapped(module, name)]
     for param in trainable:
         param.requires_grad_(True)

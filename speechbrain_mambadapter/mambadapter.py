@@ -84,10 +84,10 @@ class MambAdapter(nn.Module):
         Dropout on the Mamba output (0.1 in the paper's code).
     use_mamba : bool
         False drops the Mamba (ablation "no Mamba"): ``alpha * W_up(dropout(W_down(x)))``.
-    learn_alpha : bool
-        False fixes ``alpha`` to ``alpha_init`` as a buffer (ablation "no alpha" with ``alpha_init=1``).
+    use_alpha : bool
+        False drops the learnable scale (ablation "no alpha"): the output is not scaled.
     alpha_init : float
-        Initial scale (0.1 in the paper).
+        Initial value of the learnable scale (0.1 in the paper).
     use_fast_path : bool
         Allow the fused Mamba kernels.
 
@@ -113,7 +113,7 @@ class MambAdapter(nn.Module):
         expand=2,
         dropout=0.1,
         use_mamba=True,
-        learn_alpha=True,
+        use_alpha=True,
         alpha_init=0.1,
         use_fast_path=True,
     ):
@@ -137,10 +137,7 @@ class MambAdapter(nn.Module):
             )
             _init_mamba_like_paper(self.mamba)
         self.dropout = nn.Dropout(dropout)
-        if learn_alpha:
-            self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
-        else:
-            self.register_buffer("alpha", torch.tensor(float(alpha_init)))
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
 
     @property
     def projections(self):
@@ -152,4 +149,5 @@ class MambAdapter(nn.Module):
         h = self.projections.down(x)
         if self.mamba is not None:
             h = self.mamba(h, lengths)
-        return self.projections.up(self.dropout(h)) * self.alpha
+        out = self.projections.up(self.dropout(h))
+        return out if self.alpha is None else out * self.alpha

@@ -1,5 +1,6 @@
 """The PETL library, table-driven: every method x placement x backbone (tiny random HF Whisper
-encoder, tiny HF AST, tiny SpeechBrain TransformerEncoder).
+encoder, tiny HF AST in the installed 5.x layout and in the 4.x layout of ``legacy_ast.py``,
+tiny SpeechBrain TransformerEncoder).
 
 For each case: identity at initialisation where the method allows it; exactly the expected
 parameters trainable; after one optimizer step every trainable parameter gets a non-zero
@@ -25,6 +26,7 @@ from speechbrain_mambadapter import (
     petl_state_dict,
     save_petl,
 )
+from tests.unittests.legacy_ast import build_legacy_ast
 
 D = 16
 
@@ -50,9 +52,8 @@ def build_whisper(seed=0):
     return WhisperEncoder(config).eval()
 
 
-def build_ast(seed=0):
-    torch.manual_seed(seed)
-    config = ASTConfig(
+def tiny_ast_config():
+    return ASTConfig(
         hidden_size=D,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -63,11 +64,20 @@ def build_ast(seed=0):
         num_mel_bins=8,
         max_length=12,
     )
-    model = ASTModel(config).eval()
+
+
+def build_ast(seed=0):
+    torch.manual_seed(seed)
+    model = ASTModel(tiny_ast_config()).eval()
     with torch.no_grad():  # HF zero-initialises these; random values make the test stricter
         for p in model.embeddings.parameters():
             p.normal_(std=0.5)
     return model
+
+
+def build_ast4(seed=0):
+    torch.manual_seed(seed)
+    return build_legacy_ast(tiny_ast_config())
 
 
 def build_sb(seed=0):
@@ -83,6 +93,10 @@ def run_ast(model, x):
     return model(x).last_hidden_state
 
 
+def run_ast4(model, x):
+    return model(x)
+
+
 def run_sb(model, x):
     return model(x)[0]
 
@@ -91,6 +105,7 @@ def run_sb(model, x):
 BACKBONES = {
     "whisper": (build_whisper, run_whisper, (2, 8, 24)),
     "ast": (build_ast, run_ast, (2, 12, 8)),
+    "ast4": (build_ast4, run_ast4, (2, 12, 8)),
     "sb": (build_sb, run_sb, (2, 7, D)),
 }
 
@@ -98,6 +113,7 @@ BACKBONES = {
 NORMS = {
     "whisper": ("self_attn_layer_norm.", "final_layer_norm.", "layer_norm."),
     "ast": ("layernorm_before.", "layernorm_after.", "layernorm."),
+    "ast4": ("layernorm_before.", "layernorm_after.", "layernorm."),
     "sb": ("norm1.", "norm2.", "norm.norm."),
 }
 
@@ -294,7 +310,7 @@ def test_mambadapter_directions_and_ablations(direction):
         type(adapters[0].mamba).__name__
         == {"causal": "Mamba", "inner": "BiMambaInner", "ext": "BiMambaExt"}[direction]
     )
-    plain = inject(build_whisper(), "mambadapter", rank=4, use_mamba=False, learn_alpha=False, alpha_init=1.0)
+    plain = inject(build_whisper(), "mambadapter", rank=4, use_mamba=False, use_alpha=False)
     trainable = [n for n, p in plain.named_parameters() if p.requires_grad and "petl" in n]
     assert trainable == ["petl_shared_projections.down.weight", "petl_shared_projections.down.bias"] + [
         "petl_shared_projections.up.weight",
@@ -443,3 +459,19 @@ def test_load_errors(tmp_path):
         load_petl(other, path, strict_config=False)
     with pytest.raises(ValueError, match="call speechbrain_mambadapter.inject"):
         load_petl(build_sb(), path)
+
+
+def test_ast_lobe_is_unwrapped(tmp_path):
+    from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
+
+    lobe = AST(source=save_random_ast(tmp_path / "ast", max_length=100), freeze=True)
+    wavs, lengths = torch.randn(2, 8000), torch.tensor([1.0, 0.6])
+    with torch.no_grad():
+        before = lobe(wavs, lengths)
+    inject(lobe, "mambadapter", "houlsby", rank=4, d_state=4, d_conv=2)
+    assert sum(isinstance(m, MambAdapter) for m in lobe.modules()) == 4
+    out = lobe(wavs, lengths)
+    torch.testing.assert_close(out.detach(), before)
+    out.pow(2).sum().backward()
+    up = lobe.model.petl_shared_projections.up.weight
+    assert up.grad is not None and bool(up.grad.abs().sum() > 0)
