@@ -475,3 +475,78 @@ def test_ast_lobe_is_unwrapped(tmp_path):
     out.pow(2).sum().backward()
     up = lobe.model.petl_shared_projections.up.weight
     assert up.grad is not None and bool(up.grad.abs().sum() > 0)
+
+
+def test_lora_targets_query_and_value_only():
+    whisper = build_injected("whisper", "lora", None)
+    parametrized = sorted(
+        {n.split(".parametrizations")[0] for n, _ in whisper.named_parameters() if ".loras." in n}
+    )
+    assert parametrized == [f"layers.{i}.self_attn.{p}_proj" for i in range(2) for p in "qv"]
+    sb = build_injected("sb", "lora", None)
+    fused = sb.layers[0].self_att.att.parametrizations.in_proj_weight[0]
+    assert fused.row_offsets == [0, 2 * D]  # query and value blocks of in_proj_weight
+
+
+def test_prefix_equals_attention_over_extra_tokens():
+    """Prefix keys/values that are projections of extra tokens == attending over those tokens."""
+    from speechbrain.nnet.attention import MultiheadAttention
+
+    from speechbrain_mambadapter import PrefixTuning
+
+    torch.manual_seed(0)
+    x, extra = torch.randn(2, 5, D), torch.randn(2, 3, D)
+    sb_attn = MultiheadAttention(nhead=2, d_model=D).eval()
+    wrapped = PrefixTuning(sb_attn, num_tokens=3)
+    q, k, v = torch.nn.functional.linear(
+        extra[0], sb_attn.att.in_proj_weight, sb_attn.att.in_proj_bias
+    ).chunk(3, -1)
+    context = torch.cat([extra[:1].expand(2, -1, -1), x], dim=1)
+    with torch.no_grad():
+        wrapped.keys.copy_(k)
+        wrapped.values.copy_(v)
+        torch.testing.assert_close(wrapped(x, x, x)[0], sb_attn(x, context, context)[0], rtol=1e-5, atol=1e-5)
+
+    whisper_attn = build_whisper().layers[0].self_attn
+    wrapped = PrefixTuning(whisper_attn, num_tokens=3)
+    with torch.no_grad():
+        wrapped.keys.copy_(whisper_attn.k_proj(extra[0]))
+        wrapped.values.copy_(whisper_attn.v_proj(extra[0]))
+        expected = whisper_attn(hidden_states=x, key_value_states=context)[0]
+        torch.testing.assert_close(wrapped(hidden_states=x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_deep_prompts_match_a_manual_forward():
+    model = build_injected("sb", "prompt", None)
+    reference = build_sb(0)  # same frozen weights, no hooks
+    prompts, n = model.petl_prompts.prompts, model.petl_prompts.num_tokens
+    x = make_input("sb")
+    with torch.no_grad():
+        h = x
+        for i, layer in enumerate(reference.layers):
+            h = torch.cat([prompts[i].expand(2, -1, -1), h[:, n:] if i else h], dim=1)
+            h = layer(h)[0]
+        torch.testing.assert_close(model(x)[0], reference.norm(h[:, n:]))
+
+
+def test_inject_from_hyperpyyaml():
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams = load_hyperpyyaml(
+        """
+        encoder: !apply:speechbrain_mambadapter.inject
+            model: !new:speechbrain.lobes.models.transformer.Transformer.TransformerEncoder
+                num_layers: 2
+                nhead: 2
+                d_ffn: 32
+                d_model: 16
+            method: mambadapter
+            placement: houlsby
+            rank: 4
+            d_state: 4
+            direction: ext
+        """
+    )
+    encoder = hparams["encoder"]
+    assert encoder.petl_config["method"] == "mambadapter"
+    assert sum(isinstance(m, MambAdapter) for m in encoder.modules()) == 4
