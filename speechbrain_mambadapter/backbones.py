@@ -22,7 +22,7 @@ Authors
 """
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -256,8 +256,8 @@ class Projections:
 
     num_heads: int
     d_model: int
-    qkv: callable
-    out: callable
+    qkv: Callable
+    out: Callable
     qv_targets: list
 
 

@@ -171,10 +171,12 @@ def _lora(backbone, placement, train_norms, rank=8, alpha=1.0):
 
 
 def _prompt(backbone, placement, train_norms, num_tokens):
-    if backbone.kind == "sb_conformer":
+    from speechbrain.nnet.attention import RelPosMHAXL
+
+    if any(isinstance(layer.attn, RelPosMHAXL) for layer in backbone.layers):
         raise ValueError(
-            "Deep prompt tuning lengthens the sequence, which the Conformer's relative positional "
-            "embeddings and convolutions do not support; use another method for ConformerEncoder."
+            "Deep prompt tuning lengthens the sequence, which relative positional attention (RelPosMHAXL, "
+            "the Conformer default) does not support; use attention_type='regularMHA' or another method."
         )
     prompts = DeepPromptTuning(len(backbone.layers), num_tokens, backbone.d_model)
     backbone.encoder.add_module("petl_prompts", prompts)

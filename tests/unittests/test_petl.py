@@ -550,3 +550,15 @@ def test_inject_from_hyperpyyaml():
     encoder = hparams["encoder"]
     assert encoder.petl_config["method"] == "mambadapter"
     assert sum(isinstance(m, MambAdapter) for m in encoder.modules()) == 4
+
+
+def test_prompt_tuning_on_conformer_with_regular_attention():
+    torch.manual_seed(0)
+    encoder = ConformerEncoder(1, D, 32, 2, kernel_size=3, attention_type="regularMHA")
+    inject(encoder, "prompt", num_tokens=2)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[1, 3:] = True
+    out = encoder(torch.randn(2, 5, D), src_key_padding_mask=mask)[0]
+    assert out.shape == (2, 5, D)
+    loss_of(out).backward()
+    assert bool(encoder.petl_prompts.prompts.grad.abs().sum() > 0)
