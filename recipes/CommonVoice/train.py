@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Recipe for parameter-efficient fine-tuning of Whisper on one Common Voice language.
+
+Whisper (``openai/whisper-small`` by default) is frozen; the PETL method of the hparams file is
+injected into its encoder (MambAdapter, LoRA, bottleneck or Conformer adapters; or full
+fine-tuning), and a new language token ``<|xx|>`` is added whose embedding row trains with it.
+The data are the CL-MASR subsets of a Common Voice release (600/60/60 minutes). Dev is decoded
+greedily every epoch, test with beam search from the checkpoint of lowest dev WER. Run::
+
+    python train.py hparams/mambadapter.yaml --language=ab --data_folder=<cv-corpus>/ab
+
+Other methods: ``hparams/{lora,bottleneck,conformer,full_finetuning}.yaml``. Flags override any
+top-level key, e.g. ``--seed=2``, ``--whisper_source=<local Whisper folder>``,
+``--precision=fp32`` (on CPU). See README.md for the protocol and the outputs.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import sys
+
+import speechbrain as sb
+import torch
+from common_voice_prepare import normalize_text, prepare_common_voice
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_mambadapter import asr
+from speechbrain_mambadapter.dataprep import load_mono
+from speechbrain_mambadapter.whisper_utils import whisper_prompt_ids
+
+
+class ASR(sb.Brain):
+    """Whisper trained with teacher forcing; dev/test transcribed in ``--language``."""
+
+    def compute_forward(self, batch, stage):
+        """Encoder and teacher-forced decoder; hypotheses on dev and test."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        tokens_bos, _ = batch.tokens_bos
+        enc_out, logits, _ = self.modules.whisper(wavs, tokens_bos)
+        log_probs = self.hparams.log_softmax(logits)
+        hyps = None
+        if stage != sb.Stage.TRAIN:
+            searcher = self.hparams.valid_search if stage == sb.Stage.VALID else self.hparams.test_search
+            hyps = asr.transcribe(searcher, enc_out.detach(), wav_lens, self.hparams.language_token)
+        return log_probs, hyps
+
+    def compute_objectives(self, predictions, batch, stage):
+        """NLL of the prompt's continuation and the transcript; WER and CER on dev and test."""
+        log_probs, hyps = predictions
+        tokens_eos, tokens_eos_lens = batch.tokens_eos
+        loss = self.hparams.nll_loss(log_probs, tokens_eos, length=tokens_eos_lens)
+        if stage != sb.Stage.TRAIN:
+            # References were normalised by the data preparation with the same function.
+            texts = self.tokenizer.batch_decode(hyps, skip_special_tokens=True)
+            predicted = asr.words(texts, lambda text: normalize_text(text, self.hparams.language))
+            target = asr.words(batch.wrd, lambda text: normalize_text(text, self.hparams.language))
+            self.wer_metric.append(batch.id, predicted, target)
+            self.cer_metric.append(batch.id, predicted, target)
+        return loss
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Sets the learning rate of the coming optimiser step (step s gets lr_at(s))."""
+        if should_step:
+            self.hparams.lr_annealing(self.optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        """Fresh error-rate statistics for dev and test."""
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the epoch, keeps the checkpoint of lowest dev WER, writes wer_test.txt."""
+        stage_stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stage_stats
+            return
+        stage_stats["WER"] = self.wer_metric.summarize("error_rate")
+        stage_stats["CER"] = self.cer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=self.train_stats,
+                valid_stats=stage_stats,
+            )
+            self.checkpointer.save_and_keep_only(meta={"WER": stage_stats["WER"]}, min_keys=["WER"])
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stage_stats,
+            )
+            if if_main_process():
+                with open(self.hparams.test_wer_file, "w", encoding="utf-8") as w:
+                    self.wer_metric.write_stats(w)
+
+
+def dataio_prepare(hparams, tokenizer):
+    """Datasets of the prepared CSVs, with 16 kHz audio and the prompted token sequences."""
+    prompt = whisper_prompt_ids(tokenizer, hparams["language"])
+    max_tokens = hparams["whisper"].model.config.max_target_positions
+    datasets = {}
+    for split in ("train", "dev", "test"):
+        datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv_path=f"{hparams['prepare_folder']}/{split}.csv"
+        )
+    # Sorted dev and test batch utterances of similar length (less padding to decode).
+    datasets["dev"] = datasets["dev"].filtered_sorted(sort_key="duration")
+    datasets["test"] = datasets["test"].filtered_sorted(sort_key="duration")
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return load_mono(wav, hparams["sample_rate"])
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("wrd", "tokens_bos", "tokens_eos")
+    def text_pipeline(wrd):
+        yield wrd
+        tokens = asr.transcript_tokens(tokenizer, prompt, wrd, max_tokens)
+        yield torch.LongTensor(tokens[:-1])
+        yield torch.LongTensor(tokens[1:])
+
+    datasets = list(datasets.values())
+    sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens_bos", "tokens_eos"])
+    return datasets
+
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    run_on_main(
+        prepare_common_voice,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prepare_folder"],
+            "language": hparams["language"],
+            "train_minutes": hparams["train_minutes"],
+            "dev_minutes": hparams["dev_minutes"],
+            "test_minutes": hparams["test_minutes"],
+            "seed": hparams["data_seed"],
+            "max_duration": hparams["max_duration"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+
+    tokenizer = hparams["whisper"].tokenizer
+    train_data, valid_data, test_data = dataio_prepare(hparams, tokenizer)
+
+    asr_brain = ASR(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    asr_brain.tokenizer = tokenizer
+    # The schedule needs the number of steps, known once the data are.
+    asr_brain.hparams.lr_annealing = asr.per_step_schedule(
+        hparams["lr_annealing"],
+        len(train_data),
+        hparams["batch_size"],
+        hparams["number_of_epochs"],
+        asr_brain.grad_accumulation_factor,
+    )
+    asr_brain.checkpointer.add_recoverable("lr_annealing", asr_brain.hparams.lr_annealing)
+    asr.trainable_parameter_summary(hparams["whisper"])
+
+    asr_brain.fit(
+        asr_brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=hparams["train_loader_kwargs"],
+        valid_loader_kwargs=hparams["valid_loader_kwargs"],
+    )
+
+    asr_brain.evaluate(test_data, min_key="WER", test_loader_kwargs=hparams["test_loader_kwargs"])

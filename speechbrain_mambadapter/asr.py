@@ -1,0 +1,173 @@
+"""What the Whisper ASR recipe needs beyond SpeechBrain: prompts with a new language token,
+decoding in that language, and a per-step schedule sized from the data.
+
+Whisper is prompted with ``<|startoftranscript|> <|xx|> <|transcribe|> <|notimestamps|>``. For a
+language Whisper does not know, ``<|xx|>`` is added by
+:func:`speechbrain_mambadapter.whisper_utils.add_language_token` (from the recipe's YAML, after
+``inject`` froze the model). SpeechBrain's ``S2SWhisperGreedySearcher`` and
+``S2SWhisperBeamSearcher`` build their prompt from the tokenizer's prefix tokens, which only
+know Whisper's own languages; their ``set_lang_tokens`` overwrites the language position of
+that prompt, and :func:`transcribe` sets it before every search, so the language used for
+decoding is always the recipe's ``--language``.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import logging
+import math
+
+from speechbrain_mambadapter.inject import trainable_parameter_count
+from speechbrain_mambadapter.whisper_utils import LanguageTokenEmbedding
+
+logger = logging.getLogger(__name__)
+
+
+def transcript_tokens(tokenizer, prompt_ids, text, max_tokens=448):
+    """Token ids of one training target: ``prompt + text + <|endoftext|>``.
+
+    The text gets a leading space, as in Whisper's own training data (its transcripts are
+    decoded as ``" Hello"``). Teacher forcing feeds ``ids[:-1]`` and predicts ``ids[1:]``.
+
+    Arguments
+    ---------
+    tokenizer : transformers.WhisperTokenizer
+        The Whisper tokenizer.
+    prompt_ids : list of int
+        The decoder prompt (``whisper_prompt_ids(tokenizer, language)``).
+    text : str
+        The normalised transcript.
+    max_tokens : int
+        The decoder's context (``max_target_positions``, 448 for every Whisper).
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    ValueError
+        If the sequence does not fit in the decoder's context.
+    """
+    ids = list(prompt_ids) + tokenizer.encode(" " + text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    if len(ids) > max_tokens:
+        raise ValueError(
+            f"The transcript {text[:60]!r}... is {len(ids)} tokens with its prompt, more than the "
+            f"{max_tokens} Whisper's decoder takes; lower max_duration or drop such utterances from the CSV."
+        )
+    return ids
+
+
+def transcribe(searcher, enc_states, wav_lens, language_id):
+    """Decodes a batch with a SpeechBrain Whisper searcher, prompting ``language_id``.
+
+    Arguments
+    ---------
+    searcher : speechbrain.decoders.seq2seq.S2SWhisperGreedySearcher or S2SWhisperBeamSearcher
+        The searcher.
+    enc_states : torch.Tensor
+        Encoder output ``[B, T, D]``.
+    wav_lens : torch.Tensor
+        Relative lengths ``[B]``.
+    language_id : int
+        Id of ``<|language|>``.
+
+    Returns
+    -------
+    list of list of int
+        The hypotheses' token ids (prompt and ``<|endoftext|>`` excluded).
+    """
+    # The searchers reset their language after each call in some SpeechBrain versions and not
+    # in others; setting it every time decodes in --language with both.
+    searcher.set_lang_tokens(language_id)
+    hyps, _, _, _ = searcher(enc_states, wav_lens)
+    return hyps
+
+
+def words(texts, normalize):
+    """Normalised word lists, for ``ErrorRateStats``.
+
+    Arguments
+    ---------
+    texts : list of str
+        Decoded hypotheses or references.
+    normalize : callable
+        ``str -> str``, the same for hypotheses and references.
+
+    Returns
+    -------
+    list of list of str
+
+    Example
+    -------
+    >>> words(["Saluton, mondo!", ""], lambda text: text.lower().replace(",", "").replace("!", ""))
+    [['saluton', 'mondo'], []]
+    """
+    return [normalize(text).split() for text in texts]
+
+
+def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accumulation_factor=1):
+    """Builds a per-step schedule (``training.PerStepLR``) that spans ``epochs`` over the data.
+
+    Arguments
+    ---------
+    make_schedule : callable
+        ``PerStepLR`` with everything but ``total_steps`` bound (``!name:`` in YAML).
+    num_examples : int
+        Training utterances.
+    batch_size : int
+        Utterances per batch (the last batch of an epoch may be smaller).
+    epochs : int
+        Number of epochs.
+    grad_accumulation_factor : int
+        Batches per optimiser step.
+
+    Returns
+    -------
+    speechbrain_mambadapter.training.PerStepLR
+
+    Example
+    -------
+    >>> from functools import partial
+    >>> from speechbrain_mambadapter.training import PerStepLR
+    >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 15).total_steps
+    255
+    """
+    if num_examples < 1:
+        raise ValueError("The training set is empty; check the train CSV written by the data preparation.")
+    steps_per_epoch = math.ceil(math.ceil(num_examples / batch_size) / grad_accumulation_factor)
+    return make_schedule(total_steps=steps_per_epoch * epochs)
+
+
+def trainable_parameter_summary(whisper):
+    """Trainable parameters of a Whisper after ``inject`` and ``add_language_token``, and logs them.
+
+    Arguments
+    ---------
+    whisper : torch.nn.Module
+        SpeechBrain's Whisper wrapper.
+
+    Returns
+    -------
+    dict
+        ``total`` (all parameters), ``trainable`` (everything that trains, the new
+        language rows included) and ``language_rows`` (those rows).
+    """
+    tables = [m for m in whisper.modules() if isinstance(m, LanguageTokenEmbedding)]
+    language_rows = sum(t.new_rows.numel() for t in tables if t.new_rows.requires_grad)
+    summary = {
+        "total": sum(p.numel() for p in whisper.parameters()),
+        "trainable": trainable_parameter_count(whisper),
+        "language_rows": language_rows,
+    }
+    method = getattr(whisper, "petl_config", None) or {"method": "none"}
+    logger.info(
+        "Whisper with %s: %.3fM trainable parameters of %.1fM (%.2f %%), of which %d in the new "
+        "language token row(s)",
+        method["method"],
+        summary["trainable"] / 1e6,
+        summary["total"] / 1e6,
+        100.0 * summary["trainable"] / max(1, summary["total"]),
+        language_rows,
+    )
+    return summary
