@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "CommonVoice"
@@ -160,3 +161,37 @@ def test_killed_run_resumes_where_it_stopped(recipe_runs, tmp_path, tiny_whisper
     with open(last_checkpoint(output) / "CKPT.yaml") as f:
         assert "end-of-epoch: true" in f.read()
     assert (output / "wer_test.txt").is_file()
+
+
+def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
+    """Both searchers of the YAML decode after <|startoftranscript|> <|ab|> <|transcribe|>
+    <|notimestamps|>, the prompt the model is trained with, call after call."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechbrain_mambadapter.asr import transcribe
+    from speechbrain_mambadapter.whisper_utils import whisper_prompt_ids
+
+    overrides = {
+        "language": "ab",
+        "data_folder": str(SAMPLES / "ab"),
+        "whisper_source": tiny_whisper_dir,
+        "output_root": str(tmp_path),
+        "max_decode_ratio": 0.003,
+        "test_beam_size": 2,
+    }
+    with open(RECIPE / "hparams" / "lora.yaml", encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    whisper = hparams["whisper"]
+    prompt = whisper_prompt_ids(whisper.tokenizer, "ab")
+    assert prompt[1] == hparams["language_token"] == len(whisper.tokenizer) - 1
+    prompts = []
+    whisper.model.decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: prompts.append(kwargs["input_ids"].tolist()), with_kwargs=True
+    )
+    enc_states = whisper.forward_encoder(whisper._get_mel(torch.randn(2, 16000)))
+    for searcher in (hparams["valid_search"], hparams["valid_search"], hparams["test_search"]):
+        prompts.clear()
+        hyps = transcribe(searcher, enc_states, torch.ones(2), hparams["language_token"])
+        assert len(hyps) == 2
+        # The first step sees the whole prompt (the KV cache holds it for the later steps).
+        assert prompts[0] == [prompt] * len(prompts[0])
