@@ -17,6 +17,7 @@ Authors
  * speechbrain-mambadapter contributors 2026
 """
 
+import functools
 import sys
 
 import speechbrain as sb
@@ -43,7 +44,7 @@ class ASR(sb.Brain):
         hyps = None
         if stage != sb.Stage.TRAIN:
             searcher = self.hparams.valid_search if stage == sb.Stage.VALID else self.hparams.test_search
-            hyps = asr.transcribe(searcher, enc_out.detach(), wav_lens, self.hparams.language_token)
+            hyps = asr.transcribe(searcher, enc_out.detach(), wav_lens, self.hparams.language_token_id)
         return log_probs, hyps
 
     def compute_objectives(self, predictions, batch, stage):
@@ -52,10 +53,11 @@ class ASR(sb.Brain):
         tokens_eos, tokens_eos_lens = batch.tokens_eos
         loss = self.hparams.nll_loss(log_probs, tokens_eos, length=tokens_eos_lens)
         if stage != sb.Stage.TRAIN:
-            # References were normalised by the data preparation with the same function.
+            # The references went through the same function at preparation (it is idempotent).
+            normalize = functools.partial(normalize_text, language=self.hparams.language)
             texts = self.tokenizer.batch_decode(hyps, skip_special_tokens=True)
-            predicted = asr.words(texts, lambda text: normalize_text(text, self.hparams.language))
-            target = asr.words(batch.wrd, lambda text: normalize_text(text, self.hparams.language))
+            predicted = asr.words(texts, normalize)
+            target = asr.words(batch.wrd, normalize)
             self.wer_metric.append(batch.id, predicted, target)
             self.cer_metric.append(batch.id, predicted, target)
         return loss
@@ -105,7 +107,8 @@ def dataio_prepare(hparams, tokenizer):
         datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
             csv_path=f"{hparams['prepare_folder']}/{split}.csv"
         )
-    # Sorted dev and test batch utterances of similar length (less padding to decode).
+    # Whisper pads every input to 30 s; sorting by duration makes the transcripts of a dev or test
+    # batch of similar length, so its decoding steps are not spent on hypotheses that have ended.
     datasets["dev"] = datasets["dev"].filtered_sorted(sort_key="duration")
     datasets["test"] = datasets["test"].filtered_sorted(sort_key="duration")
 

@@ -183,7 +183,7 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
         hparams = load_hyperpyyaml(f, overrides)
     whisper = hparams["whisper"]
     prompt = whisper_prompt_ids(whisper.tokenizer, "ab")
-    assert prompt[1] == hparams["language_token"] == len(whisper.tokenizer) - 1
+    assert prompt[1] == hparams["language_token_id"] == len(whisper.tokenizer) - 1
     prompts = []
     whisper.model.decoder.register_forward_pre_hook(
         lambda module, args, kwargs: prompts.append(kwargs["input_ids"].tolist()), with_kwargs=True
@@ -191,7 +191,7 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
     enc_states = whisper.forward_encoder(whisper._get_mel(torch.randn(2, 16000)))
     for searcher in (hparams["valid_search"], hparams["valid_search"], hparams["test_search"]):
         prompts.clear()
-        hyps = transcribe(searcher, enc_states, torch.ones(2), hparams["language_token"])
+        hyps = transcribe(searcher, enc_states, torch.ones(2), hparams["language_token_id"])
         assert len(hyps) == 2
         # The first step sees the whole prompt (the KV cache holds it for the later steps).
         assert prompts[0] == [prompt] * len(prompts[0])
