@@ -143,15 +143,9 @@ CONVERTED_FILES = (
 )
 
 BINARY_VERSION = 6
-# Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
-_DTYPES = (
-    ("float32", "<f4"),
-    ("int8", "<i1"),
-    ("int16", "<i2"),
-    ("int32", "<i4"),
-    ("float16", "<f2"),
-    ("bfloat16", None),
-)
+# numpy dtypes in the order of CTranslate2's DataType enum (include/ctranslate2/types.h):
+# float32, int8, int16, int32, float16, bfloat16 (which numpy lacks).
+_DTYPES = ("<f4", "<i1", "<i2", "<i4", "<f2", None)
 # WhisperSpec metadata that changes the maths, with the value Whisper needs: GELU activation
 # (common_spec.Activation.GELU == 3), pre-norm layers, unscaled, non-zero-start embeddings, no ALiBi.
 _EXPECTED_FLAGS = {
@@ -244,7 +238,8 @@ def read_ctranslate2_model(path: Union[str, Path]) -> CTranslate2Model:
     if version != BINARY_VERSION:
         raise ValueError(
             f"{path} is a CTranslate2 model of binary version {version}; this reader knows version "
-            f"{BINARY_VERSION} (CTranslate2 >= 3.0). Re-convert the model with a recent CTranslate2."
+            f"{BINARY_VERSION}, the one current CTranslate2 releases write. Re-convert the model with "
+            "a recent CTranslate2 (ct2-transformers-converter)."
         )
     spec, revision = text(), unpack("<I")
     variables = {}
@@ -255,7 +250,7 @@ def read_ctranslate2_model(path: Union[str, Path]) -> CTranslate2Model:
         if dtype_id >= len(_DTYPES):
             raise ValueError(f"{path}: variable {name} has unknown dtype id {dtype_id}.")
         raw = bytes(take(num_bytes))
-        dtype_name, numpy_dtype = _DTYPES[dtype_id]
+        numpy_dtype = _DTYPES[dtype_id]
         if numpy_dtype is None:  # numpy has no bfloat16: reinterpret the 16-bit words.
             tensor = torch.from_numpy(np.frombuffer(raw, "<i2").copy()).view(torch.bfloat16)
         else:
@@ -573,7 +568,8 @@ def convert_ctranslate2_whisper(ct2_dir: Union[str, Path], out_dir: Union[str, P
         begin_suppress_tokens=ct2_config["suppress_ids_begin"],
         alignment_heads=ct2_config["alignment_heads"],
         max_length=dims["max_target_positions"],
-        is_multilingual=len(ct2_config["lang_ids"]) > 1,
+        # The criterion of transformers and SpeechBrain (tiny.en's config lists language ids too).
+        is_multilingual=dims["vocab_size"] >= 51865,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out_dir)
