@@ -131,8 +131,10 @@ RELEASES = {
     ),
 }
 
-# Written last into a converted folder: its presence (with matching pins) marks a finished conversion.
+# Written last into a converted folder: its presence (with matching pins and converter version)
+# marks a finished conversion. Bump CONVERTER_VERSION when the output changes, so caches rebuild.
 SOURCE_FILE = "ctranslate2_source.json"
+CONVERTER_VERSION = 1
 CONVERTED_FILES = (
     "config.json",
     "generation_config.json",
@@ -690,6 +692,7 @@ def _release(model: str) -> Release:
 def _source_record(model: str) -> dict:
     release = _release(model)
     return {
+        "converter_version": CONVERTER_VERSION,
         "model": model,
         "wheels": [[w.requirement, w.sha256] for w in release.wheels],
         "model_bin_sha256": release.model_sha256,

@@ -230,3 +230,10 @@ def test_saved_adapter_reproduces_the_adapted_model(adapted, whisper_dir, speech
         fresh_logits, _, fresh_transcripts = run(fresh.eval(), *batch_of(speech, PETL_SEGMENTS))
     torch.testing.assert_close(fresh_logits, logits, rtol=1e-5, atol=1e-5)
     assert fresh_transcripts == transcripts
+
+
+def test_command_line_returns_the_cached_conversion(whisper_dir, capsys):
+    from speechbrain_mambadapter.ctranslate2_whisper import main
+
+    assert str(main(["--model", "tiny.en"])) == whisper_dir
+    assert whisper_dir in capsys.readouterr().out
