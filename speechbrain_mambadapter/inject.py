@@ -19,21 +19,24 @@ paper's AST code (PETL_AST ``AST_adapters.py``, ``AST_LoRA.py``, ``AST_prompt_tu
 the MambAdapter AST code): it freezes embeddings and encoder, then unfreezes the adapters,
 the LayerNorm in front of every adapted sub-layer (``layernorm_after``; plus
 ``layernorm_before`` for Houlsby) and leaves the final encoder LayerNorm trainable; for LoRA,
-prompt and prefix tuning only the final LayerNorm.
+prompt and prefix tuning only the final LayerNorm. The paper's Whisper code wraps the model
+in SpeechBrain's ``AdaptedModel``, which trains the adapters alone: ``train_norms=False``
+gives that setting.
 
-========== ================================================================ ====================
-method     trains                                                           norms (train_norms)
-========== ================================================================ ====================
-mambadapter ``MambAdapter`` per site + one ``SharedProjections`` per model  site LNs + final LN
-bottleneck ``Bottleneck`` per site                                          site LNs + final LN
-conformer  ``ConformerAdapter`` per site (its own LN and BN included)       site LNs + final LN
-lora       ``LoRA`` on query and value of every self-attention              final LN
-prompt     ``DeepPromptTuning``: N prompts per layer                        final LN
-prefix     ``PrefixTuning``: N keys and N values per layer                  final LN
-bitfit     biases of the encoder's linear and norm layers                   (biases only)
-linear     nothing (linear probing: only the head, outside the model)       none
-full       every parameter of the model passed in                           all
-========== ================================================================ ====================
+=========== ============================================================== ===================
+method      trains                                                         norms (train_norms)
+=========== ============================================================== ===================
+mambadapter ``MambAdapter`` per site, one ``SharedProjections`` per model  site LNs, final LN
+bottleneck  ``Bottleneck`` per site                                        site LNs, final LN
+conformer   ``ConformerAdapter`` per site (its own LN and BN included)     site LNs, final LN
+lora        ``LoRA`` on query and value of every self-attention            final LN
+prompt      ``DeepPromptTuning``: N prompts per layer                      final LN
+prefix      ``PrefixTuning``: N keys and N values per layer                final LN
+bitfit      biases of the encoder's linear and norm layers                 (biases only)
+linear      nothing (linear probing: only the head, outside the model)     none
+full        every parameter of the model passed in (Whisper's fixed        all
+            sinusoidal encoder positions excepted)
+=========== ============================================================== ===================
 
 Placement (adapters only): parallel insertion, the adapter reads the sub-layer's input
 (after its LayerNorm) and its output is added to the sub-layer's output before the
@@ -258,7 +261,8 @@ def inject(model, method, placement=None, train_norms=True, **method_kwargs):
     Arguments
     ---------
     model : torch.nn.Module
-        A supported backbone (see ``speechbrain_mambadapter.backbones``).
+        A supported backbone (see ``speechbrain_mambadapter.backbones``). Everything in it
+        is frozen except the method's parameters: keep the task head outside it.
     method : str
         One of ``METHODS`` (table in the module docstring).
     placement : str, optional

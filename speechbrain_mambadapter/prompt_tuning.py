@@ -51,7 +51,8 @@ class DeepPromptTuning(nn.Module):
         bound = math.sqrt(6.0 / (3 * 16 * 16 + d_model))
         self.prompts = nn.Parameter(torch.empty(num_layers, num_tokens, d_model).uniform_(-bound, bound))
         self.num_tokens = num_tokens
-        self._inserted = False
+        # Length of the sequence the prompts were prepended to in this forward (None: not yet).
+        self._length = None
 
     def attach(self, encoder, layers, final_norm):
         """Register the hooks on ``encoder`` (reset), each layer (insert) and ``final_norm`` (strip)."""
@@ -64,7 +65,12 @@ class DeepPromptTuning(nn.Module):
         final_norm.register_forward_pre_hook(self._strip)
 
     def _reset(self, module, args):
-        self._inserted = False
+        self._length = None
+
+    def _has_prompts(self, hidden):
+        # Decided by length, not by a flag: activation checkpointing re-runs layer 0 on the
+        # prompt-free input during backward, and LayerDrop may skip layer 0 altogether.
+        return self._length is not None and hidden.shape[1] == self._length + self.num_tokens
 
     def _insert(self, layer, args, kwargs):
         for name in _POSITIONAL_INPUTS:
@@ -81,11 +87,11 @@ class DeepPromptTuning(nn.Module):
         args = list(args)
         hidden = args[0] if args else kwargs["hidden_states"]
         prompts = self.prompts[layer.petl_prompt_index].to(hidden.dtype).expand(hidden.shape[0], -1, -1)
-        if self._inserted:
+        if self._has_prompts(hidden):
             hidden = torch.cat([prompts, hidden[:, self.num_tokens :]], dim=1)
         else:
+            self._length = hidden.shape[1]
             hidden = torch.cat([prompts, hidden], dim=1)
-            self._inserted = True
         if args:
             args[0] = hidden
         else:
@@ -97,7 +103,6 @@ class DeepPromptTuning(nn.Module):
         return tuple(args), kwargs
 
     def _strip(self, module, args):
-        if not self._inserted:
+        if not self._has_prompts(args[0]):
             return None
-        self._inserted = False
         return (args[0][:, self.num_tokens :],) + tuple(args[1:])

@@ -562,3 +562,43 @@ def test_prompt_tuning_on_conformer_with_regular_attention():
     assert out.shape == (2, 5, D)
     loss_of(out).backward()
     assert bool(encoder.petl_prompts.prompts.grad.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("method", ["prompt", "mambadapter", "prefix"])
+def test_activation_checkpointing_gives_the_same_gradients(method):
+    """HF re-runs each layer during backward: hooks with per-forward state must cope."""
+    grads = []
+    for checkpointing in (False, True):
+        model = build_injected("whisper", method, "houlsby" if method in ADAPTERS else None).train()
+        if checkpointing:  # renamed activation_checkpointing_enable in recent transformers
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05)  # identical in both runs; lets W_up = 0 adapters pass gradients
+        loss_of(forward("whisper", model, make_input("whisper"))).backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)
+
+
+class Checkpointed(torch.nn.Module):
+    """Checkpoints a whole layer call, hooks included, as transformers < 5.20 does."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args, **kwargs):
+        return torch.utils.checkpoint.checkpoint(self.layer.__call__, *args, use_reentrant=False, **kwargs)
+
+
+def test_deep_prompts_survive_checkpointing_that_reruns_layer_hooks():
+    grads = []
+    for checkpointing in (False, True):
+        model = build_injected("sb", "prompt", None).train()
+        if checkpointing:
+            model.layers = torch.nn.ModuleList(Checkpointed(layer) for layer in model.layers)
+        loss_of(forward("sb", model, make_input("sb"))).backward()
+        grads.append(model.petl_prompts.prompts.grad)
+    torch.testing.assert_close(grads[1], grads[0])
