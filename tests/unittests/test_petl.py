@@ -14,7 +14,7 @@ import pytest
 import torch
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoder
 from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
-from transformers import ASTConfig, ASTModel, WhisperConfig, WhisperModel
+from transformers import ASTConfig, ASTModel, WhisperConfig, WhisperForConditionalGeneration, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechbrain_mambadapter import (
@@ -346,12 +346,15 @@ def test_lora_merge_keeps_outputs():
     assert not any(".loras." in n for n, _ in model.named_parameters())
 
 
-def test_whisper_model_adapts_the_encoder_only():
+@pytest.mark.parametrize("cls", [WhisperModel, WhisperForConditionalGeneration])
+def test_whisper_model_adapts_the_encoder_only(cls):
     torch.manual_seed(0)
-    model = WhisperModel(build_whisper().config)
+    model = cls(build_whisper().config)
     inject(model, "bottleneck", rank=4)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(n.startswith("encoder.") for n in trainable)
+    encoder = "encoder." if cls is WhisperModel else "model.encoder."
+    assert trainable and all(n.startswith(encoder) for n in trainable)
+    assert any("petl_ffn_adapter" in n for n in trainable)
 
 
 def test_sb_whisper_lobe_gets_gradients_despite_freeze(tmp_path):
@@ -602,3 +605,29 @@ def test_deep_prompts_survive_checkpointing_that_reruns_layer_hooks():
         loss_of(forward("sb", model, make_input("sb"))).backward()
         grads.append(model.petl_prompts.prompts.grad)
     torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_module_initialisation():
+    from speechbrain_mambadapter import Bottleneck, SharedProjections
+
+    torch.manual_seed(0)
+    shared = SharedProjections(64, 16)
+    adapter = MambAdapter(64, 16, shared, d_state=4)
+    assert adapter.alpha.item() == pytest.approx(0.1)
+    assert shared.up.weight.abs().sum() == 0 and shared.up.bias.abs().sum() == 0
+    assert 0.005 < shared.down.weight.std().item() < 0.02  # N(0, 0.01)
+    assert not [n for n, _ in adapter.named_parameters() if "projections" in n]  # shared: not owned
+    bottleneck = Bottleneck(64, 16)
+    assert bottleneck.down.weight.abs().sum() > 0 and bottleneck.up.weight.abs().sum() == 0
+
+
+def test_conformer_adapter_applies_its_layernorm():
+    """The reference computes the LayerNorm and discards it; here the output is scale-invariant."""
+    from speechbrain_mambadapter import ConformerAdapter
+
+    torch.manual_seed(0)
+    adapter = ConformerAdapter(16, 4, kernel_size=3).eval()
+    with torch.no_grad():
+        adapter.pointwise_out.weight.normal_()
+    x = torch.randn(2, 6, 16)
+    torch.testing.assert_close(adapter(5.0 * x), adapter(x), rtol=1e-4, atol=1e-4)
