@@ -163,6 +163,33 @@ def test_killed_run_resumes_where_it_stopped(recipe_runs, tmp_path, tiny_whisper
     assert (output / "wer_test.txt").is_file()
 
 
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def test_run_killed_mid_epoch_resumes_from_its_step(tmp_path, tiny_whisper_dir, monkeypatch):
+    import speechbrain as sb
+
+    save_intra_epoch_ckpt = sb.Brain._save_intra_epoch_ckpt
+
+    def save_then_die(brain):
+        save_intra_epoch_ckpt(brain)
+        raise Killed
+
+    # Two batches in the epoch, a checkpoint after the first, killed right after it.
+    extra = ["--debug_epochs=1", "--debug_batches=2", "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(sb.Brain, "_save_intra_epoch_ckpt", save_then_die)
+        with pytest.raises(Killed):
+            run_recipe("bottleneck.yaml", "eo", tmp_path, tiny_whisper_dir, *extra, monkeypatch=monkeypatch)
+    output = run_recipe("bottleneck.yaml", "eo", tmp_path, tiny_whisper_dir, *extra, monkeypatch=monkeypatch)
+    # The rerun loads the mid-epoch checkpoint (and the best one for test), trains the second batch
+    # only: the schedule has made 2 steps, not 1 + 2 (batches repeated) or 1 (schedule lost).
+    assert (output / "log.txt").read_text().count("Loading a checkpoint from") == 2
+    assert [epoch for epoch, _ in epoch_lines(output)] == ["1"]
+    assert torch.load(last_checkpoint(output) / "lr_annealing.ckpt")["step"] == 2
+
+
 def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
     """Both searchers of the YAML decode after <|startoftranscript|> <|ab|> <|transcribe|>
     <|notimestamps|>, the prompt the model is trained with, call after call."""
@@ -195,3 +222,20 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
         assert len(hyps) == 2
         # The first step sees the whole prompt (the KV cache holds it for the later steps).
         assert prompts[0] == [prompt] * len(prompts[0])
+
+
+def test_training_targets_are_prompt_text_and_end(tiny_whisper_dir, tmp_path):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    from speechbrain_mambadapter.asr import transcript_tokens
+    from speechbrain_mambadapter.whisper_utils import add_language_token, whisper_prompt_ids
+
+    whisper = Whisper(tiny_whisper_dir, save_path=str(tmp_path))
+    tokenizer = whisper.tokenizer
+    add_language_token(tokenizer, whisper.requires_grad_(False), "ab")
+    prompt = whisper_prompt_ids(tokenizer, "ab")
+    ids = transcript_tokens(tokenizer, prompt, "аԥсуа бызшәа", max_tokens=448)
+    assert ids[:4] == prompt and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[4:-1]) == " аԥсуа бызшәа"
+    with pytest.raises(ValueError, match="lower max_duration"):
+        transcript_tokens(tokenizer, prompt, "аԥсуа " * 100, max_tokens=448)
