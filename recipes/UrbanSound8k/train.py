@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""UrbanSound8K urban sound classification: AST adapted with a PETL method.
+
+The method is chosen by the hparams file (``hparams/<method>.yaml``; see README.md). Run::
+
+    python recipes/UrbanSound8k/train.py recipes/UrbanSound8k/hparams/mambadapter.yaml \\
+        --data_folder=/path/to/UrbanSound8K --fold=1 --seed=10
+
+``--fold=k`` tests on fold k and trains on the other nine; the checkpoint is chosen on a validation
+split taken from those nine training folds (``--valid_fraction``, ``--split_seed``), never on the test
+fold. ``python recipes/run_folds.py`` runs all folds and seeds. Offline, pass
+``--pretrained_source=<local dir>`` with a saved AST.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import os
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from speechbrain_mambadapter.classification import AudioClassificationBrain, dataio_prepare
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from urbansound8k_prepare import prepare_urbansound8k  # noqa: E402
+
+if __name__ == "__main__":
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    run_on_main(
+        prepare_urbansound8k,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prepared_folder"],
+            "fold": hparams["fold"],
+            "valid_fraction": hparams["valid_fraction"],
+            "split_seed": hparams["split_seed"],
+            "sample_rate": hparams["sample_rate"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    datasets = dataio_prepare(hparams)
+
+    brain = AudioClassificationBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        max_key="accuracy",
+        test_loader_kwargs=hparams["test_dataloader_opts"],
+    )

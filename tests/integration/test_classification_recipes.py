@@ -1,0 +1,253 @@
+"""The four AST classification recipes, end to end on ``tests/samples/`` with a tiny random AST.
+
+Every hparams file of every recipe runs its recipe's ``train.py`` in SpeechBrain's ``--debug``
+mode (2 epochs of at most 2 batches; ``--debug_persistently`` keeps the checkpoints), in this
+process through ``runpy`` (as ``python train.py ...`` would, without paying the imports 64
+times). Each run must leave a train log with both epochs, adapter-only checkpoints, a metrics
+file with finite values and a confusion-matrix PNG. To save time, every run uses
+``--max_length=100`` (the AST lobe's tests cover other lengths) and skips SpeechBrain's
+environment report (``pip freeze``). Then: the loss falls when one configuration trains for a
+few epochs on the ESC-50 samples, a run stopped after one epoch resumes from its checkpoint, and the generated
+hparams files agree with ``tools/make_classification_hparams.py``.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors import safe_open
+
+from speechbrain_mambadapter.dataprep import read_classes
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "tests" / "samples"
+RECIPES = ("ESC50", "UrbanSound8k", "GSC", "FSC")
+EXPECTED_CONFIGS = {
+    "mambadapter",
+    "mambadapter_houlsby",
+    "mambadapter_no_mamba",
+    "mambadapter_no_alpha",
+    "mambadapter_unshared",
+    "mambadapter_bidirectional",
+    "bottleneck",
+    "bottleneck_houlsby",
+    "conformer",
+    "conformer_houlsby",
+    "lora",
+    "bitfit",
+    "prompt",
+    "prefix",
+    "linear",
+    "full",
+}
+HPARAMS = [
+    (recipe, path.stem)
+    for recipe in RECIPES
+    for path in sorted((ROOT / "recipes" / recipe / "hparams").glob("*.yaml"))
+]
+EPOCH_LINE = re.compile(
+    r"^epoch: (\d+), .*train loss: ([^,]+), train accuracy: ([^ ]+) - valid loss: ([^,]+),"
+)
+
+
+@pytest.fixture(autouse=True)
+def no_environment_report(monkeypatch):
+    """``create_experiment_directory`` shells out to ``pip freeze`` (about 1 s a run) for env.log."""
+    import speechbrain.utils.logger
+
+    monkeypatch.setattr(
+        speechbrain.utils.logger, "get_environment_description", lambda: "not collected in tests\n"
+    )
+
+
+def run_recipe(recipe, stem, *flags):
+    """``python recipes/<recipe>/train.py recipes/<recipe>/hparams/<stem>.yaml <flags>``, in process."""
+    train = ROOT / "recipes" / recipe / "train.py"
+    argv = [str(train), str(ROOT / "recipes" / recipe / "hparams" / f"{stem}.yaml"), *flags]
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = argv
+    try:
+        runpy.run_path(str(train), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+PREPARE = {
+    "ESC50": ("esc50_prepare", "prepare_esc50"),
+    "UrbanSound8k": ("urbansound8k_prepare", "prepare_urbansound8k"),
+    "GSC": ("gsc_prepare", "prepare_gsc"),
+    "FSC": ("fsc_prepare", "prepare_fsc"),
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Each recipe's samples prepared once, as its train.py does (its runs then skip preparation).
+
+    Returns ``recipe -> (prepared folder, number of classes in classes.txt)``.
+    """
+    folders = {}
+    for recipe, (module_name, function) in PREPARE.items():
+        spec = importlib.util.spec_from_file_location(
+            module_name, ROOT / "recipes" / recipe / f"{module_name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        folder = tmp_path_factory.mktemp(f"prepared_{recipe}")
+        getattr(module, function)(str(SAMPLES / recipe), str(folder))
+        folders[recipe] = (folder, len(read_classes(folder)))
+    return folders
+
+
+def common_flags(recipe, prepared, output_folder, tiny_ast_dir):
+    """Flags of every test run; the sample sets have fewer classes than the datasets (GSC: all 35)."""
+    folder, n_classes = prepared[recipe]
+    return [
+        f"--data_folder={SAMPLES / recipe}",
+        f"--prepared_folder={folder}",
+        f"--output_folder={output_folder}",
+        f"--pretrained_source={tiny_ast_dir}",
+        f"--n_classes={n_classes}",
+        "--num_workers=0",
+        "--max_length=100",
+    ]
+
+
+def epoch_lines(train_log):
+    return [EPOCH_LINE.match(line) for line in train_log.read_text().splitlines() if EPOCH_LINE.match(line)]
+
+
+def test_every_recipe_has_every_configuration():
+    for recipe in RECIPES:
+        stems = {path.stem for path in (ROOT / "recipes" / recipe / "hparams").glob("*.yaml")}
+        assert stems == EXPECTED_CONFIGS, (
+            f"{recipe}: missing {EXPECTED_CONFIGS - stems}, extra {stems - EXPECTED_CONFIGS}"
+        )
+
+
+def test_hparams_match_their_generator():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import make_classification_hparams as generator
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    for rel, text in generator.all_files().items():
+        assert (ROOT / rel).read_text(encoding="utf-8") == text, (
+            f"{rel} differs from tools/make_classification_hparams.py; run the tool (after moving the edit "
+            "into it)."
+        )
+
+
+@pytest.mark.parametrize("recipe,stem", HPARAMS, ids=[f"{r}-{s}" for r, s in HPARAMS])
+def test_recipe_debug_run(recipe, stem, prepared, tiny_ast_dir, tmp_path):
+    output = tmp_path / "out"
+    flags = common_flags(recipe, prepared, output, tiny_ast_dir)
+    flags += ["--debug", "--debug_persistently"]
+    run_recipe(recipe, stem, *flags)
+
+    epochs = epoch_lines(output / "train_log.txt")
+    assert [int(m.group(1)) for m in epochs] == [1, 2]
+    for match in epochs:
+        assert all(math.isfinite(float(match.group(i))) for i in (2, 3, 4)), match.group(0)
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["dataset"] == recipe and metrics["experiment"] == stem
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and math.isfinite(metrics["test_loss"])
+    assert metrics["test_clips"] == sum(sum(row) for row in metrics["confusion_matrix"]) > 0
+    assert len(metrics["classes"]) == prepared[recipe][1] == len(metrics["per_class_accuracy"])
+    assert metrics["petl_config"]["method"] == stem.split("_")[0]
+    assert metrics["checkpoint_epoch"] in (1, 2)
+    assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    trainable, backbone = metrics["trainable_parameters"], metrics["backbone_parameters"]
+    checkpoints = sorted((output / "save").glob("CKPT+*"))
+    assert checkpoints, "no checkpoint saved"
+    for ckpt in checkpoints:
+        names = {p.name for p in ckpt.iterdir()}
+        assert {"petl.ckpt", "classifier.ckpt", "optimizer.ckpt", "scheduler.ckpt", "counter.ckpt"} <= names
+        with safe_open(str(ckpt / "petl.ckpt"), framework="pt") as f:
+            saved = sum(f.get_tensor(k).numel() for k in f.keys())
+        if stem == "full":
+            assert trainable == backbone and saved >= backbone
+        elif stem == "linear":
+            assert trainable == 0 and saved == 0
+        else:
+            # Adapter-only: the trainable weights (plus a BatchNorm's statistics), never the backbone.
+            assert 0 < trainable <= saved < trainable + 1000 < backbone
+
+
+def write_tone_dataset(folder):
+    """An ESC-50-layout set of 15 one-second clips: a 300 Hz tone, a 3 kHz tone and noise, one per fold.
+
+    The sample clips are 0.2 s long and mostly padding at AST's input, too alike for a tiny random
+    AST to fit in a few steps; these classes differ over the whole filterbank.
+    """
+    rng = np.random.default_rng(0)
+    time = np.arange(16000) / 16000
+    (folder / "audio").mkdir(parents=True)
+    (folder / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for target, (category, freq) in enumerate([("low_tone", 300.0), ("high_tone", 3000.0), ("noise", None)]):
+        for fold in range(1, 6):
+            if freq is None:
+                wav = rng.normal(0.0, 0.3, time.shape)
+            else:
+                wav = 0.5 * np.sin(2 * np.pi * freq * time + rng.uniform(0, 2 * np.pi))
+            name = f"{fold}-{1000 + target}-A-{target}.wav"
+            sf.write(folder / "audio" / name, wav.astype(np.float32), 16000, subtype="PCM_16")
+            rows.append(f"{name},{fold},{target},{category},False,{1000 + target},A")
+    (folder / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_loss_falls_when_training_longer(tiny_ast_dir, tmp_path):
+    data = tmp_path / "tones"
+    write_tone_dataset(data)
+    output = tmp_path / "out"
+    flags = [
+        f"--data_folder={data}",
+        f"--prepared_folder={tmp_path / 'prepared'}",
+        f"--output_folder={output}",
+        f"--pretrained_source={tiny_ast_dir}",
+        "--n_classes=3",
+        "--num_workers=0",
+        "--max_length=100",
+        "--number_of_epochs=10",
+        "--batch_size=9",  # the 9 training clips: one step per epoch
+        "--spec_augment=null",
+        "--lr=0.01",
+    ]
+    run_recipe("ESC50", "mambadapter", *flags)
+    losses = [float(m.group(2)) for m in epoch_lines(output / "train_log.txt")]
+    assert len(losses) == 10
+    assert losses[-1] < 0.5 * losses[0], f"training loss did not fall: {losses}"
+
+
+def test_resume_continues_from_checkpoint(prepared, tiny_ast_dir, tmp_path):
+    output = tmp_path / "out"
+    flags = common_flags("ESC50", prepared, output, tiny_ast_dir)
+    run_recipe("ESC50", "mambadapter", *flags, "--number_of_epochs=1")
+    first = sorted((output / "save").glob("CKPT+*"))
+    assert len(first) == 1
+    with safe_open(str(first[0] / "petl.ckpt"), framework="pt") as f:
+        after_one_epoch = {k: f.get_tensor(k) for k in f.keys()}
+
+    run_recipe("ESC50", "mambadapter", *flags, "--number_of_epochs=2")
+    log = (output / "log.txt").read_text()
+    assert f"Loading a checkpoint from {first[0]}" in log
+    assert [int(m.group(1)) for m in epoch_lines(output / "train_log.txt")] == [1, 2], "epoch 1 ran twice"
+    latest = max((output / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime)
+    steps_per_epoch = 1  # 9 training clips, batch size 32
+    assert torch.load(latest / "scheduler.ckpt")["step"] == 2 * steps_per_epoch
+    with safe_open(str(latest / "petl.ckpt"), framework="pt") as f:
+        changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), after_one_epoch[k])]
+    assert changed, "the second epoch did not train the adapter"
+    assert os.path.isfile(output / "metrics.json")
