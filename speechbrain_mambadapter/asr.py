@@ -145,7 +145,7 @@ def trainable_parameter_summary(whisper):
     Arguments
     ---------
     whisper : torch.nn.Module
-        SpeechBrain's Whisper wrapper.
+        SpeechBrain's Whisper wrapper, returned by ``inject``.
 
     Returns
     -------
@@ -160,11 +160,10 @@ def trainable_parameter_summary(whisper):
         "trainable": trainable_parameter_count(whisper),
         "language_rows": language_rows,
     }
-    method = getattr(whisper, "petl_config", None) or {"method": "none"}
     logger.info(
         "Whisper with %s: %.3fM trainable parameters of %.1fM (%.2f %%), of which %d in the new "
         "language token row(s)",
-        method["method"],
+        whisper.petl_config["method"],
         summary["trainable"] / 1e6,
         summary["total"] / 1e6,
         100.0 * summary["trainable"] / max(1, summary["total"]),
