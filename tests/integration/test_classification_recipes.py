@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 
 from speechbrain_mambadapter.dataprep import read_classes
+from speechbrain_mambadapter.results import aggregate, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "samples"
@@ -167,6 +168,8 @@ def test_recipe_debug_run(recipe, stem, prepared, tiny_ast_dir, tmp_path):
     assert metrics["petl_config"]["method"] == stem.split("_")[0]
     assert metrics["checkpoint_epoch"] in (1, 2)
     assert (output / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (cell,) = aggregate(load_runs([output]))
+    assert (cell["experiment"], cell["dataset"], cell["runs"]) == (stem, recipe, 1)
 
     trainable, backbone = metrics["trainable_parameters"], metrics["backbone_parameters"]
     checkpoints = sorted((output / "save").glob("CKPT+*"))
