@@ -254,3 +254,45 @@ def test_resume_continues_from_checkpoint(prepared, tiny_ast_dir, tmp_path):
         changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), after_one_epoch[k])]
     assert changed, "the second epoch did not train the adapter"
     assert os.path.isfile(output / "metrics.json")
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("run_folds", ROOT / "recipes" / "run_folds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "recipe,args,expected",
+    [
+        ("ESC50", [], [(f, s) for f in range(1, 6) for s in (10, 11, 12, 13, 14)]),
+        ("UrbanSound8k", ["--seeds", "3"], [(f, 3) for f in range(1, 11)]),
+        ("GSC", ["--seeds", "1", "2"], [(None, 1), (None, 2)]),
+        ("FSC", [], [(None, s) for s in (10, 11, 12, 13, 14)]),
+    ],
+)
+def test_driver_runs_every_fold_and_seed(recipe, args, expected, monkeypatch, capsys):
+    driver = load_driver()
+    calls = []
+    monkeypatch.setattr(driver.subprocess, "call", lambda command: calls.append(command) or 0)
+    hparams = str(ROOT / "recipes" / recipe / "hparams" / "lora.yaml")
+    assert driver.main([hparams, *args, "--", "--data_folder=/data"]) == 0
+    train = str(ROOT / "recipes" / recipe / "train.py")
+    assert all(c[1:3] == [train, hparams] and c[-1] == "--data_folder=/data" for c in calls)
+    runs = []
+    for command in calls:
+        flags = dict(arg[2:].split("=", 1) for arg in command[3:-1])
+        runs.append((int(flags["fold"]) if "fold" in flags else None, int(flags["seed"])))
+    assert runs == expected
+    assert f"python -m speechbrain_mambadapter.results results/{recipe}" in capsys.readouterr().out
+
+
+def test_driver_stops_at_a_failure_and_refuses_folds_without_folds(monkeypatch):
+    driver = load_driver()
+    calls = []
+    monkeypatch.setattr(driver.subprocess, "call", lambda command: calls.append(command) or 1)
+    assert driver.main([str(ROOT / "recipes" / "ESC50" / "hparams" / "lora.yaml")]) == 1
+    assert len(calls) == 1
+    with pytest.raises(SystemExit):
+        driver.main([str(ROOT / "recipes" / "GSC" / "hparams" / "lora.yaml"), "--folds", "1"])
