@@ -1,9 +1,8 @@
 """Optimiser and learning-rate schedules shared by every recipe (usable from HyperPyYAML).
 
 * ``AdamW(params, ...)``: takes the flat parameter iterator SpeechBrain's ``Brain`` passes to
-  ``opt_class``, keeps only trainable parameters, and puts those marked
-  ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``, as in mamba-ssm) in a group without
-  weight decay.
+  ``opt_class``, keeps only trainable parameters, and applies no weight decay to those marked
+  ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``, as in mamba-ssm).
 * ``PerStepLR``: a learning-rate schedule stepped after every optimiser step (cosine, as the
   paper's AST code, or linear, as its Whisper code), with optional linear warm-up; it saves
   its position with the Checkpointer, so resumed runs continue the schedule.
@@ -18,8 +17,14 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 
-def AdamW(params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+class AdamW(torch.optim.AdamW):
     """``torch.optim.AdamW`` over the trainable parameters, without decay on ``_no_weight_decay`` ones.
+
+    All parameters stay in ONE parameter group, because SpeechBrain's ``Brain`` clips the
+    gradients of ``param_groups[0]`` only: a second group for the undecayed parameters would
+    escape gradient clipping. The decay is therefore applied here, decoupled as in AdamW
+    (``p -= lr * weight_decay * p`` before the Adam update), and skipped for parameters marked
+    ``_no_weight_decay`` (Mamba's ``A_log`` and ``D``, as in mamba-ssm).
 
     Arguments
     ---------
@@ -34,36 +39,42 @@ def AdamW(params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
     weight_decay : float
         Decoupled weight decay for every other trainable parameter.
 
-    Returns
-    -------
-    torch.optim.AdamW
-
     Example
     -------
     >>> from speechbrain_mambadapter.mamba import Mamba
     >>> opt = AdamW(Mamba(8, d_state=4).parameters(), lr=1e-3, weight_decay=0.1)
-    >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
-    [(7, 0.1), (2, 0.0)]
+    >>> len(opt.param_groups), len(opt.param_groups[0]["params"]), opt.param_groups[0]["petl_weight_decay"]
+    (1, 9, 0.1)
     """
-    trainable = [p for p in params if p.requires_grad]
-    if not trainable:
-        raise ValueError(
-            "The optimiser got no trainable parameter: was the PETL method injected, and is the "
-            "classification head listed in the Brain's modules?"
-        )
-    decay = [p for p in trainable if not getattr(p, "_no_weight_decay", False)]
-    no_decay = [p for p in trainable if getattr(p, "_no_weight_decay", False)]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        trainable = [p for p in params if p.requires_grad]
+        if not trainable:
+            raise ValueError(
+                "The optimiser got no trainable parameter: was the PETL method injected, and is the "
+                "classification head listed in the Brain's modules?"
+            )
+        super().__init__(trainable, lr=lr, betas=tuple(betas), eps=eps, weight_decay=0.0)
+        self.param_groups[0]["petl_weight_decay"] = weight_decay
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Decay the decayed parameters, then take the Adam step."""
+        for group in self.param_groups:
+            rate = group.get("petl_weight_decay", 0.0)
+            if rate:
+                for p in group["params"]:
+                    if p.grad is not None and not getattr(p, "_no_weight_decay", False):
+                        p.mul_(1.0 - group["lr"] * rate)
+        return super().step(closure)
 
 
 @register_checkpoint_hooks
 class PerStepLR:
     """Learning rate updated after every optimiser step: warm-up, then cosine or linear decay.
 
-    Call it with the optimiser after each step (``on_fit_batch_end``). The rate of step
+    Call it with the optimiser *before* each optimiser step (``on_fit_batch_start``), so that
+    step ``s`` runs with ``lr_at(s)``. The rate of step
     ``s`` (counting from 0) is ``lr_initial * s / warmup_steps`` during warm-up, then decays
     from ``lr_initial`` to ``lr_final`` over the remaining ``total_steps - warmup_steps``
     steps and stays at ``lr_final`` after that.
