@@ -150,6 +150,10 @@ def count_parameters(module, trainable=True):
 class AudioClassificationBrain(sb.Brain):
     """Clip classification with a PETL-adapted AST and a linear head (see the module docstring)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_batches = None  # set by make_dataloader; sizes the per-step schedule
+
     def compute_forward(self, batch, stage):
         """Logits ``[B, n_classes]`` of a batch of waveforms."""
         batch = batch.to(self.device)
@@ -182,6 +186,11 @@ class AudioClassificationBrain(sb.Brain):
 
     def on_fit_start(self):
         """Build the schedule over ``number_of_epochs`` x batches, register it, then recover."""
+        if self.train_batches is None:
+            raise ValueError(
+                "The learning-rate schedule needs the number of training batches per epoch: pass a "
+                "Dataset (not a DataLoader) to fit(), so that the Brain builds the DataLoader itself."
+            )
         total_steps = self.hparams.number_of_epochs * self.train_batches
         self.scheduler = self.hparams.lr_scheduler(total_steps=total_steps)
         if self.checkpointer is not None:
@@ -215,10 +224,11 @@ class AudioClassificationBrain(sb.Brain):
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
-            # Keeps the latest checkpoint (to resume) and the best one on validation accuracy.
-            self.checkpointer.save_and_keep_only(
-                meta={"accuracy": stats["accuracy"], "epoch": epoch}, max_keys=["accuracy"]
-            )
+            if self.checkpointer is not None:
+                # Keeps the latest checkpoint (to resume) and the best one on validation accuracy.
+                self.checkpointer.save_and_keep_only(
+                    meta={"accuracy": stats["accuracy"], "epoch": epoch}, max_keys=["accuracy"]
+                )
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},

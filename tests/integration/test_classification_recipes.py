@@ -296,3 +296,20 @@ def test_driver_stops_at_a_failure_and_refuses_folds_without_folds(monkeypatch):
     assert len(calls) == 1
     with pytest.raises(SystemExit):
         driver.main([str(ROOT / "recipes" / "GSC" / "hparams" / "lora.yaml"), "--folds", "1"])
+
+
+def test_dataio_prepare_items_and_errors(prepared, tmp_path):
+    from speechbrain_mambadapter.classification import dataio_prepare
+
+    with pytest.raises(FileNotFoundError, match="has no train.csv: data preparation did not run"):
+        dataio_prepare({"prepared_folder": str(tmp_path), "n_classes": 3})
+    folder, n_classes = prepared["ESC50"]
+    with pytest.raises(ValueError, match=f"lists {n_classes} classes .* pass --n_classes={n_classes}"):
+        dataio_prepare({"prepared_folder": str(folder), "n_classes": 50})
+    hparams = {"prepared_folder": str(folder), "n_classes": n_classes}
+    datasets = dataio_prepare(hparams)
+    assert hparams["classes"] == read_classes(folder)
+    for split, dataset in datasets.items():
+        for item in dataset:
+            assert item["sig"].dim() == 1 and item["sig"].numel() > 0, split
+            assert hparams["classes"][item["label_index"].item()] == item["label"]
