@@ -4,7 +4,7 @@ Each recipe's ``train.py`` only prepares its dataset; everything else lives here
 
 * ``AudioClassificationBrain``: waveform -> AST filterbank -> SpecAugment (training only, when
   the hparams give one) -> AST with the PETL method the YAML injected -> pooled embedding ->
-  linear head; cross-entropy; accuracy per epoch in the train log; the learning rate set after
+  linear head; cross-entropy; accuracy per epoch in the train log; the learning rate set before
   every optimiser step by the YAML's ``lr_scheduler``; a checkpoint per epoch that keeps the
   latest (for resuming after a kill) and the best on validation accuracy, holding only the PETL
   weights (``PETLCheckpoint``), the head, the optimiser, the schedule and the epoch counter; on
@@ -16,7 +16,8 @@ Each recipe's ``train.py`` only prepares its dataset; everything else lives here
 
 Keys the Brain reads from the hparams: ``ast`` and ``classifier`` (in ``modules``),
 ``spec_augment`` (a module or ``null``), ``lr_scheduler`` (``!name:`` of a schedule taking
-``total_steps``, e.g. ``speechbrain_mambadapter.training.PerStepLR``), ``number_of_epochs``,
+``total_steps`` and called with the optimiser before each optimiser step, e.g.
+``speechbrain_mambadapter.training.PerStepLR``), ``number_of_epochs``,
 ``train_logger``, ``metrics_file``, ``confusion_matrix_file``, ``classes`` (set by
 ``dataio_prepare``), and ``dataset``, ``experiment``, ``fold``, ``seed`` (recorded in the
 metrics file for ``speechbrain_mambadapter.results``).
@@ -27,6 +28,7 @@ Authors
 
 import json
 import logging
+import math
 import os
 
 import speechbrain as sb
@@ -172,8 +174,8 @@ class AudioClassificationBrain(sb.Brain):
         self.stage_targets.append(targets.cpu())
         return loss
 
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Per-step learning rate, as the paper's cosine schedule (stepped per batch, not per epoch)."""
+    def on_fit_batch_start(self, batch, should_step):
+        """Set the rate of the coming optimiser step (the paper's cosine schedule is per batch, not epoch)."""
         if should_step:
             self.scheduler(self.optimizer)
 
@@ -191,7 +193,8 @@ class AudioClassificationBrain(sb.Brain):
                 "The learning-rate schedule needs the number of training batches per epoch: pass a "
                 "Dataset (not a DataLoader) to fit(), so that the Brain builds the DataLoader itself."
             )
-        total_steps = self.hparams.number_of_epochs * self.train_batches
+        steps_per_epoch = math.ceil(self.train_batches / self.grad_accumulation_factor)
+        total_steps = self.hparams.number_of_epochs * steps_per_epoch
         self.scheduler = self.hparams.lr_scheduler(total_steps=total_steps)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("scheduler", self.scheduler)

@@ -306,7 +306,7 @@ opt_class: !name:speechbrain_mambadapter.training.AdamW
     eps: 0.000001
     weight_decay: 0.1
 
-# total_steps (epochs x batches per epoch) is filled in by the Brain
+# total_steps (epochs x optimiser steps per epoch) is filled in by the Brain
 lr_scheduler: !name:speechbrain_mambadapter.training.PerStepLR
     lr_initial: !ref <lr>
     lr_final: 0.0

@@ -232,6 +232,13 @@ def test_loss_falls_when_training_longer(tiny_ast_dir, tmp_path):
     losses = [float(m.group(2)) for m in epoch_lines(output / "train_log.txt")]
     assert len(losses) == 10
     assert losses[-1] < 0.5 * losses[0], f"training loss did not fall: {losses}"
+    # The rate of epoch e's single step is the cosine schedule's rate of step e - 1.
+    rates = [
+        float(m)
+        for m in re.findall(r"^epoch: \d+, lr: ([^ ]+) ", (output / "train_log.txt").read_text(), re.M)
+    ]
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * step / 10)) for step in range(10)]
+    assert rates == pytest.approx(expected, rel=0.01, abs=1e-5)
 
 
 def test_resume_continues_from_checkpoint(prepared, tiny_ast_dir, tmp_path):
