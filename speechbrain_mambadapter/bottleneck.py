@@ -43,6 +43,14 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
+    def encode(self, x):
+        """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``."""
+        return self.dropout(self.act(self.down(x)))
+
+    def decode(self, code):
+        """Bottleneck code ``[B, T, rank]`` -> ``[B, T, d_model]``."""
+        return self.up(code)
+
     def forward(self, x):
         """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
-        return self.up(self.dropout(self.act(self.down(x))))
+        return self.decode(self.encode(x))

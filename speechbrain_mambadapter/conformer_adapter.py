@@ -55,9 +55,16 @@ class ConformerAdapter(nn.Module):
         nn.init.zeros_(self.pointwise_out.weight)
         nn.init.zeros_(self.pointwise_out.bias)
 
-    def forward(self, x):
-        """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
+    def encode(self, x):
+        """``[B, T, d_model]`` -> bottleneck code ``[B, rank, T]``."""
         h = self.norm(x).transpose(1, 2)  # [B, d_model, T]
         h = self.glu(self.pointwise_in(h))
-        h = self.act(self.batch_norm(self.depthwise(h)))
-        return self.dropout(self.pointwise_out(h)).transpose(1, 2)
+        return self.act(self.batch_norm(self.depthwise(h)))
+
+    def decode(self, code):
+        """Bottleneck code ``[B, rank, T]`` -> ``[B, T, d_model]``."""
+        return self.dropout(self.pointwise_out(code)).transpose(1, 2)
+
+    def forward(self, x):
+        """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
+        return self.decode(self.encode(x))

@@ -70,6 +70,12 @@ ADAPTER_METHODS = ("mambadapter", "bottleneck", "conformer")
 class _ParallelTap:
     """Runs an adapter on a sub-layer's input and adds the result to the sub-layer's output.
 
+    The input hook keeps only the adapter's bottleneck code (``adapter.encode``, rank r) while
+    the sub-layer runs; the output hook projects it back (``adapter.decode``) and adds it. Keeping
+    the d_model-wide output instead would hold one extra [B, T, d_model] tensor alive through
+    the feed-forward's widest activation: +8 % peak memory for Whisper-small at batch 32
+    (``benchmarks/RESULTS.md``).
+
     A plain object whose bound methods are the hooks, so ``copy.deepcopy`` of the model
     rebinds them to the copied adapter (a closure would keep pointing at the original).
     """
@@ -79,7 +85,7 @@ class _ParallelTap:
         self._pending = None
 
     def read(self, module, args, kwargs):
-        self._pending = self.adapter(first_input(args, kwargs))
+        self._pending = self.adapter.encode(first_input(args, kwargs))
 
     def write(self, module, args, output):
         if self._pending is None:
@@ -87,7 +93,8 @@ class _ParallelTap:
                 f"The adapter on {type(module).__name__} found no input: the sub-layer's output module "
                 "ran without its input module; this layer layout is not supported."
             )
-        delta, self._pending = self._pending, None
+        code, self._pending = self._pending, None
+        delta = self.adapter.decode(code)
         if isinstance(output, tuple):
             return (output[0] + delta,) + tuple(output[1:])
         return output + delta

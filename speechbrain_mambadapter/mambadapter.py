@@ -19,6 +19,7 @@ Authors
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from speechbrain_mambadapter.mamba import build_mamba
 
@@ -144,10 +145,20 @@ class MambAdapter(nn.Module):
         """The ``SharedProjections`` this adapter uses."""
         return self._projections[0]
 
-    def forward(self, x, lengths=None):
-        """``[B, T, d_model]`` -> ``[B, T, d_model]``; ``lengths`` as in the Mamba blocks."""
+    def encode(self, x, lengths=None):
+        """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``: ``dropout(Mamba(x W_down))``."""
         h = self.projections.down(x)
         if self.mamba is not None:
             h = self.mamba(h, lengths)
-        out = self.projections.up(self.dropout(h))
-        return out if self.alpha is None else out * self.alpha
+        return self.dropout(h)
+
+    def decode(self, code):
+        """Bottleneck code ``[B, T, rank]`` -> ``alpha * (code W_up + b_up)``, ``[B, T, d_model]``."""
+        up = self.projections.up
+        # alpha scales the rank-r code and the bias rather than the d_model-wide output: the
+        # same function, without a pass (and, in training, a reduction) over [B, T, d_model].
+        return F.linear(code * self.alpha, up.weight, up.bias * self.alpha)
+
+    def forward(self, x, lengths=None):
+        """``[B, T, d_model]`` -> ``[B, T, d_model]``; ``lengths`` as in the Mamba blocks."""
+        return self.decode(self.encode(x, lengths))

@@ -1,0 +1,48 @@
+"""Parallel adapters hold only their rank-r code between the sub-layer's input and output hooks."""
+
+import pytest
+import torch
+from transformers import WhisperConfig
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from speechbrain_mambadapter import Bottleneck, ConformerAdapter, MambAdapter, SharedProjections, inject
+from speechbrain_mambadapter.inject import _ParallelTap
+
+ADAPTERS = {
+    "mambadapter": lambda: MambAdapter(16, 4, SharedProjections(16, 4), d_state=4, dropout=0.0),
+    "bottleneck": lambda: Bottleneck(16, 4),
+    "conformer": lambda: ConformerAdapter(16, 4, kernel_size=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_decode_of_encode_is_forward_and_the_code_is_rank_wide(name):
+    torch.manual_seed(0)
+    adapter = ADAPTERS[name]().eval()
+    params = list(adapter.parameters())
+    if name == "mambadapter":  # the shared projections are held by reference, not registered
+        params += list(adapter.projections.parameters())
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)  # leave the zero initialisation
+    x = torch.randn(2, 7, 16)
+    code = adapter.encode(x)
+    assert code.numel() == 2 * 7 * 4
+    torch.testing.assert_close(adapter.decode(code), adapter(x))
+    assert adapter(x).abs().sum() > 0
+
+
+@pytest.mark.parametrize("method,kwargs", [("mambadapter", {"rank": 8}), ("bottleneck", {"rank": 8})])
+def test_tap_keeps_the_code_not_the_output_while_the_ffn_runs(method, kwargs, monkeypatch):
+    seen = []
+    original = _ParallelTap.write
+
+    def spy(self, module, args, output):
+        seen.append(tuple(self._pending.shape))
+        return original(self, module, args, output)
+
+    monkeypatch.setattr(_ParallelTap, "write", spy)  # before inject binds the hooks
+    config = WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64)
+    encoder = inject(WhisperEncoder(config), method=method, placement="pfeiffer", **kwargs)
+    encoder(torch.randn(2, 80, 3000))
+    assert seen == [(2, 1500, 8)]
