@@ -157,6 +157,8 @@ class MambAdapter(nn.Module):
         up = self.projections.up
         # alpha scales the rank-r code and the bias rather than the d_model-wide output: the
         # same function, without a pass (and, in training, a reduction) over [B, T, d_model].
+        if self.alpha is None:  # the "no alpha" ablation
+            return up(code)
         return F.linear(code * self.alpha, up.weight, up.bias * self.alpha)
 
     def forward(self, x, lengths=None):
