@@ -84,6 +84,15 @@ class SpecAugment(torch.nn.Module):
 def accuracy(predictions, targets):
     """Share of ``predictions`` equal to ``targets`` (0.0 for empty inputs).
 
+    Arguments
+    ---------
+    predictions, targets : torch.Tensor
+        ``[N]`` class indices.
+
+    Returns
+    -------
+    float
+
     Example
     -------
     >>> accuracy(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
@@ -97,6 +106,18 @@ def accuracy(predictions, targets):
 def confusion_matrix(predictions, targets, n_classes):
     """``[n_classes, n_classes]`` counts; row = true class, column = predicted class.
 
+    Arguments
+    ---------
+    predictions, targets : torch.Tensor
+        ``[N]`` class indices below ``n_classes``.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[n_classes, n_classes]`` int64.
+
     Example
     -------
     >>> confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2).tolist()
@@ -108,6 +129,17 @@ def confusion_matrix(predictions, targets, n_classes):
 
 def per_class_accuracy(matrix, classes):
     """``{class: recall}`` from a confusion matrix; classes absent from the data map to None.
+
+    Arguments
+    ---------
+    matrix : torch.Tensor
+        ``confusion_matrix`` output.
+    classes : list of str
+        Class names, in index order.
+
+    Returns
+    -------
+    dict
 
     Example
     -------
@@ -122,7 +154,19 @@ def per_class_accuracy(matrix, classes):
 
 
 def plot_confusion_matrix(matrix, classes, path, title):
-    """Save a row-normalised confusion matrix as a PNG (matplotlib, Agg backend)."""
+    """Save a row-normalised confusion matrix as a PNG (matplotlib, Agg backend).
+
+    Arguments
+    ---------
+    matrix : torch.Tensor
+        ``confusion_matrix`` output.
+    classes : list of str
+        Class names (axis labels).
+    path : str
+        Output PNG file.
+    title : str
+        Figure title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +189,15 @@ def plot_confusion_matrix(matrix, classes, path, title):
 
 
 def count_parameters(module, trainable=True):
-    """Parameters of ``module`` (only trainable ones by default), shared tensors counted once."""
+    """Parameters of ``module`` (only trainable ones by default), shared tensors counted once.
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(3, 2)
+    >>> _ = layer.bias.requires_grad_(False)
+    >>> count_parameters(layer), count_parameters(layer, trainable=False)
+    (6, 8)
+    """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
@@ -257,6 +309,7 @@ class AudioClassificationBrain(sb.Brain):
             "trainable_parameters": count_parameters(self.modules.ast),
             "head_parameters": count_parameters(self.modules.classifier),
             "backbone_parameters": count_parameters(self.modules.ast, trainable=False),
+            # None when a YAML builds the AST without inject (then every unfrozen weight trains).
             "petl_config": getattr(self.modules.ast, "petl_config", None),
             "classes": classes,
             "per_class_accuracy": per_class_accuracy(matrix, classes),
