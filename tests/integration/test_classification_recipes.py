@@ -329,3 +329,9 @@ def test_dataio_prepare_items_and_errors(prepared, tmp_path):
         for item in dataset:
             assert item["sig"].dim() == 1 and item["sig"].numel() > 0, split
             assert hparams["classes"][item["label_index"].item()] == item["label"]
+
+
+def test_missing_pretrained_source_names_the_flag(prepared, tmp_path):
+    flags = common_flags("GSC", prepared, tmp_path / "out", tmp_path / "no_such_ast")
+    with pytest.raises(FileNotFoundError, match="--pretrained_source=<local dir>"):
+        run_recipe("GSC", "mambadapter", *flags)
