@@ -62,10 +62,11 @@ class AdamW(torch.optim.AdamW):
         """Decay the decayed parameters, then take the Adam step."""
         for group in self.param_groups:
             rate = group.get("petl_weight_decay", 0.0)
-            if rate:
-                for p in group["params"]:
-                    if p.grad is not None and not getattr(p, "_no_weight_decay", False):
-                        p.mul_(1.0 - group["lr"] * rate)
+            decayed = [
+                p for p in group["params"] if p.grad is not None and not getattr(p, "_no_weight_decay", False)
+            ]
+            if rate and decayed:
+                torch._foreach_mul_(decayed, 1.0 - group["lr"] * rate)  # one launch, not one per tensor
         return super().step(closure)
 
 
