@@ -6,17 +6,31 @@ running statistics). ``save_petl`` writes it with the ``inject`` call in the fil
 ``load_petl`` loads it into a freshly built backbone on which the same ``inject`` call was
 made, and says what differs when it does not fit. ``PETLCheckpoint`` makes the same state a
 recoverable of ``speechbrain.utils.checkpoints.Checkpointer``, so a recipe saves megabytes of
-adapter weights instead of the frozen backbone, and resumes from them.
+adapter weights instead of the frozen backbone, and resumes from them. ``AtomicCheckpointer`` is
+that Checkpointer with checkpoints that appear only once completely written, so a run killed
+while saving resumes from the previous checkpoint.
 
 Authors
  * speechbrain-mambadapter contributors 2026
 """
 
 import json
+import logging
+import os
+import pathlib
+import shutil
 
 import torch
 from safetensors.torch import load_file, save_file
-from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.checkpoints import (
+    CKPT_PREFIX,
+    METAFNAME,
+    Checkpointer,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import if_main_process
 
 _CONFIG_KEY = "petl_config"
 
@@ -187,3 +201,46 @@ class PETLCheckpoint:
     def load(self, path, end_of_epoch=False):
         """Load the PETL weights from ``path``."""
         load_petl(self.model, path)
+
+
+class AtomicCheckpointer(Checkpointer):
+    """SpeechBrain's ``Checkpointer`` whose checkpoints become visible only once complete.
+
+    SpeechBrain 1.1 writes a checkpoint's ``CKPT.yaml`` first and its parameter files after it,
+    so a run killed while saving leaves a folder that recovery takes for a checkpoint and then
+    fails to load (a missing or truncated ``.ckpt``). Here the metadata is written to
+    ``CKPT.yaml.part`` and renamed to ``CKPT.yaml`` (atomically) after every file is written;
+    the folder of an interrupted save has no ``CKPT.yaml``, so recovery ignores it, and the next
+    save deletes it. Same arguments as ``speechbrain.utils.checkpoints.Checkpointer``.
+
+    Example
+    -------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> saved = AtomicCheckpointer(folder, {"layer": layer}).save_checkpoint()
+    >>> sorted(p.name for p in saved.path.iterdir())
+    ['CKPT.yaml', 'layer.ckpt']
+    >>> killed = folder / "CKPT+killed"  # what a save interrupted after its metadata leaves
+    >>> killed.mkdir(); _ = (killed / "CKPT.yaml.part").write_text("end-of-epoch: true")
+    >>> AtomicCheckpointer(folder, {"layer": layer}).recover_if_possible().path == saved.path
+    True
+    """
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):  # noqa: B006
+        return super()._save_checkpoint_metafile(_partial(fpath), meta_to_include, end_of_epoch)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006
+        """Save as ``Checkpointer.save_checkpoint``, then publish the checkpoint's ``CKPT.yaml``."""
+        if if_main_process() and self.checkpoints_dir.is_dir():
+            for stale in self.checkpoints_dir.glob(f"{CKPT_PREFIX}+*/{METAFNAME}.part"):
+                if not (stale.parent / METAFNAME).exists():
+                    shutil.rmtree(stale.parent, ignore_errors=True)
+        checkpoint = super().save_checkpoint(meta, end_of_epoch, name, verbosity)
+        if checkpoint is not None:  # the main process wrote the metadata
+            os.replace(_partial(checkpoint.path / METAFNAME), checkpoint.path / METAFNAME)
+        return checkpoint
+
+
+def _partial(path):
+    return pathlib.Path(f"{path}.part")

@@ -319,8 +319,9 @@ train_logger: !new:speechbrain.utils.train_logger.FileTrainLogger
     save_file: !ref <train_log>
 
 # Adapter-only checkpoints: PETL weights, head, epoch counter (+ optimiser and schedule, added by
-# the Brain); the latest and the best on validation accuracy are kept.
-checkpointer: !new:speechbrain.utils.checkpoints.Checkpointer
+# the Brain); the latest and the best on validation accuracy are kept. AtomicCheckpointer: a run
+# killed while saving resumes from the previous checkpoint.
+checkpointer: !new:speechbrain_mambadapter.checkpoint.AtomicCheckpointer
     checkpoints_dir: !ref <save_folder>
     recoverables:
         petl: !new:speechbrain_mambadapter.checkpoint.PETLCheckpoint [!ref <ast>]

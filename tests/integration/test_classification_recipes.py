@@ -340,7 +340,7 @@ def test_missing_pretrained_source_names_the_flag(prepared, tmp_path):
 
 
 def test_killed_run_resumes(prepared, tiny_ast_dir, tmp_path):
-    """SIGKILL a real ``python train.py`` process after its first checkpoint, then start it again."""
+    """SIGKILL a real ``python train.py`` process while it saves its second checkpoint, then restart it."""
     output = tmp_path / "out"
     flags = common_flags("ESC50", prepared, output, tiny_ast_dir) + ["--number_of_epochs=6"]
     command = [sys.executable, str(ROOT / "recipes" / "ESC50" / "train.py")]
@@ -348,9 +348,15 @@ def test_killed_run_resumes(prepared, tiny_ast_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((output / "save").glob("CKPT+*/CKPT.yaml")) and process.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint after 120 s"
-        time.sleep(0.02)
+
+    def wait_for(condition):
+        while not condition() and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.005)
+
+    # After the first complete checkpoint, kill as soon as the next one starts: often mid-save.
+    wait_for(lambda: list((output / "save").glob("CKPT+*/CKPT.yaml")))
+    wait_for(lambda: len(list((output / "save").glob("CKPT+*"))) > 1)
     process.kill()
     process.wait()
     done = [int(m.group(1)) for m in epoch_lines(output / "train_log.txt")]
@@ -362,3 +368,4 @@ def test_killed_run_resumes(prepared, tiny_ast_dir, tmp_path):
     # before its own checkpoint was saved may run (and be logged) twice.
     assert epochs.count(1) == 1 and sorted(set(epochs)) == [1, 2, 3, 4, 5, 6] and len(epochs) <= 7, epochs
     assert json.loads((output / "metrics.json").read_text())["test_clips"] > 0
+    assert all((ckpt / "CKPT.yaml").exists() for ckpt in (output / "save").glob("CKPT+*"))
