@@ -1,7 +1,9 @@
 """What the Whisper ASR recipe needs beyond SpeechBrain: prompts with a new language token,
 decoding in that language, and a per-step schedule sized from the data.
 
-Whisper is prompted with ``<|startoftranscript|> <|xx|> <|transcribe|> <|notimestamps|>``. For a
+Whisper is prompted with ``<|startoftranscript|> <|xx|> <|transcribe|> <|notimestamps|>`` (an
+English-only Whisper, e.g. ``tiny.en``, has neither language nor task in its prompt:
+``<|startoftranscript|> <|notimestamps|>``, and the YAML sets ``language_token_id: null``). For a
 language Whisper does not know, ``<|xx|>`` is added by
 :func:`speechbrain_mambadapter.whisper_utils.add_language_token` (from the recipe's YAML, after
 ``inject`` froze the model). SpeechBrain's ``S2SWhisperGreedySearcher`` and
@@ -18,9 +20,54 @@ import logging
 import math
 
 from speechbrain_mambadapter.inject import trainable_parameter_count
-from speechbrain_mambadapter.whisper_utils import LanguageTokenEmbedding
+from speechbrain_mambadapter.whisper_utils import NUM_WHISPER_LANGUAGES, LanguageTokenEmbedding
 
 logger = logging.getLogger(__name__)
+
+
+def decoder_prompt(tokenizer, language_id):
+    """The decoder prompt the searchers decode with (:func:`transcribe`), for the training targets.
+
+    SpeechBrain's searchers start from ``tokenizer.prefix_tokens`` and put the language id
+    right after ``<|startoftranscript|>``; this builds the same ids, so the model is trained
+    with the prompt it is decoded with: ``<|startoftranscript|> <|xx|> <|transcribe|>
+    <|notimestamps|>`` for a multilingual Whisper, ``<|startoftranscript|> <|notimestamps|>`` for
+    an English-only one (``language_id`` None).
+
+    Arguments
+    ---------
+    tokenizer : transformers.WhisperTokenizer
+        The tokenizer of SpeechBrain's Whisper wrapper (its prefix tokens set by the wrapper).
+    language_id : int or None
+        Id of ``<|language|>`` (``add_language_token``), or None for an English-only Whisper.
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    ValueError
+        If ``language_id`` is given to an English-only Whisper, or is None for a multilingual one.
+    """
+    prompt = list(tokenizer.prefix_tokens)
+    sot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+    has_language = len(prompt) > 1 and sot < prompt[1] <= sot + NUM_WHISPER_LANGUAGES
+    if language_id is None and has_language:
+        raise ValueError(
+            "This Whisper is multilingual: its prompt needs a language token, but language_token_id "
+            "is null; keep `language_token_id: !apply:speechbrain_mambadapter.whisper_utils."
+            "add_language_token` in the YAML (or use an English-only Whisper such as tiny.en)."
+        )
+    if language_id is not None and not has_language:
+        raise ValueError(
+            f"This Whisper is English-only (prompt {tokenizer.convert_ids_to_tokens(prompt)}, no "
+            f"language token), but language_token_id is {language_id}; set `language_token_id: null` "
+            f"in the YAML, or use a multilingual Whisper."
+        )
+    if language_id is not None:
+        prompt[1] = language_id
+    return prompt
 
 
 def transcript_tokens(tokenizer, prompt_ids, text, max_tokens=448):
@@ -34,7 +81,7 @@ def transcript_tokens(tokenizer, prompt_ids, text, max_tokens=448):
     tokenizer : transformers.WhisperTokenizer
         The Whisper tokenizer.
     prompt_ids : list of int
-        The decoder prompt (``whisper_prompt_ids(tokenizer, language)``).
+        The decoder prompt (:func:`decoder_prompt`).
     text : str
         The normalised transcript.
     max_tokens : int
@@ -69,8 +116,8 @@ def transcribe(searcher, enc_states, wav_lens, language_id):
         Encoder output ``[B, T, D]``.
     wav_lens : torch.Tensor
         Relative lengths ``[B]``.
-    language_id : int
-        Id of ``<|language|>``.
+    language_id : int or None
+        Id of ``<|language|>``; None for an English-only Whisper (its prompt has no language).
 
     Returns
     -------
@@ -118,7 +165,8 @@ def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accu
     batch_size : int
         Utterances per batch (the last batch of an epoch may be smaller).
     epochs : int
-        Number of epochs.
+        Number of epochs. 0 is an evaluation-only run (``--number_of_epochs=0``: the recipe
+        tests the model as it starts); the schedule then spans one step that never runs.
     grad_accumulation_factor : int
         Batches per optimiser step.
 
@@ -132,11 +180,16 @@ def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accu
     >>> from speechbrain_mambadapter.training import PerStepLR
     >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 15).total_steps
     255
+    >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 0).total_steps
+    1
     """
     if num_examples < 1:
         raise ValueError("The training set is empty; check the train CSV written by the data preparation.")
+    if epochs < 0:
+        raise ValueError(f"number_of_epochs must be 0 (evaluation only) or more, got {epochs}.")
     steps_per_epoch = math.ceil(math.ceil(num_examples / batch_size) / grad_accumulation_factor)
-    return make_schedule(total_steps=steps_per_epoch * epochs)
+    # PerStepLR needs at least one step; with 0 epochs it is built but never stepped.
+    return make_schedule(total_steps=max(1, steps_per_epoch * epochs))
 
 
 def trainable_parameter_summary(whisper):

@@ -28,7 +28,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_mambadapter import asr
 from speechbrain_mambadapter.dataprep import load_mono
-from speechbrain_mambadapter.whisper_utils import whisper_prompt_ids
 
 
 class ASR(sb.Brain):
@@ -100,7 +99,7 @@ class ASR(sb.Brain):
 
 def dataio_prepare(hparams, tokenizer):
     """Datasets of the prepared CSVs, with 16 kHz audio and the prompted token sequences."""
-    prompt = whisper_prompt_ids(tokenizer, hparams["language"])
+    prompt = asr.decoder_prompt(tokenizer, hparams["language_token_id"])
     max_tokens = hparams["whisper"].model.config.max_target_positions
     datasets = {}
     for split in ("train", "dev", "test"):

@@ -1,0 +1,51 @@
+"""The ASR helpers the Common Voice recipe needs: the training prompt is the decoding prompt, for
+multilingual and English-only Whisper tokenizers alike; an evaluation-only schedule."""
+
+from functools import partial
+
+import pytest
+
+from speechbrain_mambadapter.asr import decoder_prompt, per_step_schedule
+from speechbrain_mambadapter.training import PerStepLR
+
+
+@pytest.fixture
+def whisper(tiny_whisper_dir, tmp_path):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    return Whisper(tiny_whisper_dir, save_path=str(tmp_path)).requires_grad_(False)
+
+
+def test_multilingual_prompt_has_the_new_language(whisper):
+    from speechbrain_mambadapter.whisper_utils import add_language_token, whisper_prompt_ids
+
+    language_id = add_language_token(whisper.tokenizer, whisper, "eo")
+    prompt = decoder_prompt(whisper.tokenizer, language_id)
+    assert prompt == whisper_prompt_ids(whisper.tokenizer, "eo")
+    assert whisper.tokenizer.convert_ids_to_tokens(prompt) == [
+        "<|startoftranscript|>",
+        "<|eo|>",
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ]
+    with pytest.raises(ValueError, match="multilingual"):
+        decoder_prompt(whisper.tokenizer, None)
+
+
+def test_english_only_prompt_has_no_language(whisper):
+    # As an English-only Whisper's tokenizer is (tiny.en's, converted): SpeechBrain sets no
+    # language nor task for it. set_prefix_tokens(language=None) would keep the current ones.
+    tokenizer = whisper.tokenizer
+    tokenizer.language, tokenizer.task = None, None
+    prompt = decoder_prompt(tokenizer, None)
+    assert tokenizer.convert_ids_to_tokens(prompt) == ["<|startoftranscript|>", "<|notimestamps|>"]
+    with pytest.raises(ValueError, match="English-only"):
+        decoder_prompt(tokenizer, 51865)
+
+
+def test_zero_epochs_is_an_evaluation_only_schedule():
+    make = partial(PerStepLR, lr_initial=1e-3)
+    assert per_step_schedule(make, 10, 4, 0).total_steps == 1
+    assert per_step_schedule(make, 10, 4, 2).total_steps == 6
+    with pytest.raises(ValueError, match="number_of_epochs"):
+        per_step_schedule(make, 10, 4, -1)
