@@ -166,7 +166,7 @@ def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accu
         Utterances per batch (the last batch of an epoch may be smaller).
     epochs : int
         Number of epochs. 0 is an evaluation-only run (``--number_of_epochs=0``: the recipe
-        tests the model as it starts); the schedule then spans one step that never runs.
+        tests the model as it starts); the schedule then spans one epoch and is never stepped.
     grad_accumulation_factor : int
         Batches per optimiser step.
 
@@ -181,15 +181,16 @@ def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accu
     >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 15).total_steps
     255
     >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 0).total_steps
-    1
+    17
     """
     if num_examples < 1:
         raise ValueError("The training set is empty; check the train CSV written by the data preparation.")
     if epochs < 0:
         raise ValueError(f"number_of_epochs must be 0 (evaluation only) or more, got {epochs}.")
     steps_per_epoch = math.ceil(math.ceil(num_examples / batch_size) / grad_accumulation_factor)
-    # PerStepLR needs at least one step; with 0 epochs it is built but never stepped.
-    return make_schedule(total_steps=max(1, steps_per_epoch * epochs))
+    # With 0 epochs the schedule is still built (the checkpointer keeps it) but never stepped;
+    # one epoch's length keeps PerStepLR's checks (warm-up shorter than the schedule) meaningful.
+    return make_schedule(total_steps=steps_per_epoch * max(1, epochs))
 
 
 def trainable_parameter_summary(whisper):

