@@ -30,7 +30,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import MainProcessContext, ddp_barrier, if_main_process
 
 _CONFIG_KEY = "petl_config"
 
@@ -239,7 +239,24 @@ class AtomicCheckpointer(Checkpointer):
         checkpoint = super().save_checkpoint(meta, end_of_epoch, name, verbosity)
         if checkpoint is not None:  # the main process wrote the metadata
             os.replace(_partial(checkpoint.path / METAFNAME), checkpoint.path / METAFNAME)
+        # Under DDP every process must see the published checkpoint before any of them lists
+        # checkpoints again (``save_and_keep_only`` deletes old ones with one collective call
+        # per checkpoint: processes that listed different sets would wait for each other forever).
+        ddp_barrier()
         return checkpoint
+
+    def delete_checkpoints(self, **kwargs):
+        """As ``Checkpointer.delete_checkpoints``, but decided and done by the main process alone.
+
+        SpeechBrain lists the checkpoints on every process and deletes each one with a collective
+        call; processes that list the folder at different moments (seen with two processes on
+        one machine) then make different numbers of calls and wait for each other forever.
+        """
+        ddp_barrier()
+        if if_main_process():
+            with MainProcessContext():  # SpeechBrain's collectives are no-ops inside
+                super().delete_checkpoints(**kwargs)
+        ddp_barrier()
 
 
 def _partial(path):

@@ -212,10 +212,10 @@ class AudioClassificationBrain(sb.Brain):
         """Logits ``[B, n_classes]`` of a batch of waveforms."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
-        feats = self.modules.ast.compute_features(wavs, lens)
-        if stage == sb.Stage.TRAIN and self.hparams.spec_augment is not None:
-            feats = self.hparams.spec_augment(feats)
-        embeddings = self.modules.ast.pool(self.modules.ast.encode(feats))
+        augment = self.hparams.spec_augment if stage == sb.Stage.TRAIN else None
+        # One call of the AST's forward (features, SpecAugment, encoder, pooling): under DDP
+        # only the wrapped module's forward synchronises the adapters' gradients.
+        embeddings = self.modules.ast(wavs, lens, augment=augment)
         return self.modules.classifier(embeddings)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -309,8 +309,11 @@ class AudioClassificationBrain(sb.Brain):
             "trainable_parameters": count_parameters(self.modules.ast),
             "head_parameters": count_parameters(self.modules.classifier),
             "backbone_parameters": count_parameters(self.modules.ast, trainable=False),
-            # None when a YAML builds the AST without inject (then every unfrozen weight trains).
-            "petl_config": getattr(self.modules.ast, "petl_config", None),
+            # None when a YAML builds the AST without inject (then every unfrozen weight trains);
+            # under DDP the lobe is inside the DistributedDataParallel wrapper (.module).
+            "petl_config": getattr(
+                getattr(self.modules.ast, "module", self.modules.ast), "petl_config", None
+            ),
             "classes": classes,
             "per_class_accuracy": per_class_accuracy(matrix, classes),
             "confusion_matrix": matrix.tolist(),

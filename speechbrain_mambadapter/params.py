@@ -15,7 +15,8 @@ All figures with a paper counterpart are within 10 % of it (``tests/unittests/te
 checks this). The largest gap, AST MambAdapter Pfeiffer r=16 at 0.066 M against the paper's
 "0.06 M", is the table's rounding: 25,360 for the shared projections (768·16 + 16 + 16·768 +
 768) plus 12 × 3,361 for the per-layer Mamba blocks (d_inner 32, dt_rank 1, N 16) and alphas.
-AST LoRA uses rank 8 and prompt/prefix tuning 4 tokens (the paper gives no AST figure for them).
+AST LoRA uses rank 12 (alpha 8), prompt tuning 25 and prefix tuning 24 tokens, as the AST recipes
+(the PETL_AST defaults; the paper gives no AST figure for them).
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -36,10 +37,10 @@ PAPER_SETTINGS = [
     ("ast-base", "bottleneck", "houlsby", {"rank": 16}, None),
     ("ast-base", "conformer", "pfeiffer", {"rank": 12}, None),
     ("ast-base", "conformer", "houlsby", {"rank": 12}, None),
-    ("ast-base", "lora", None, {"rank": 8}, None),
+    ("ast-base", "lora", None, {"rank": 12, "alpha": 8}, None),
     ("ast-base", "bitfit", None, {}, None),
-    ("ast-base", "prompt", None, {"num_tokens": 4}, None),
-    ("ast-base", "prefix", None, {"num_tokens": 4}, None),
+    ("ast-base", "prompt", None, {"num_tokens": 25}, None),
+    ("ast-base", "prefix", None, {"num_tokens": 24}, None),
     ("whisper-small-encoder", "mambadapter", "pfeiffer", {"rank": 104}, 1.1),
     ("whisper-small-encoder", "bottleneck", "pfeiffer", {"rank": 64}, 1.2),
     ("whisper-small-encoder", "conformer", "pfeiffer", {"rank": 48}, 1.4),

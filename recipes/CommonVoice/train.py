@@ -133,6 +133,8 @@ def dataio_prepare(hparams, tokenizer):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    # Under torchrun: join the process group (a no-op for a plain `python train.py`).
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 

@@ -28,6 +28,8 @@ from fsc_prepare import prepare_fsc  # noqa: E402
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    # Under torchrun: join the process group (a no-op for a plain `python train.py`).
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 

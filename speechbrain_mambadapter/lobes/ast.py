@@ -368,8 +368,12 @@ class AST(nn.Module):
             return tokens.mean(dim=1)
         return (tokens[:, 0] + tokens[:, 1]) / 2
 
-    def forward(self, wavs, lengths=None):
+    def forward(self, wavs, lengths=None, augment=None):
         """Pooled embedding of each clip.
+
+        Recipes call this (not ``compute_features``/``encode``/``pool`` one by one) so that the
+        whole trainable computation runs inside ``forward``: under DistributedDataParallel only
+        a call of the wrapped module's forward synchronises the gradients.
 
         Arguments
         ---------
@@ -377,13 +381,19 @@ class AST(nn.Module):
             ``[B, T]`` mono waveforms.
         lengths : torch.Tensor, optional
             ``[B]`` relative lengths in (0, 1].
+        augment : callable, optional
+            Applied to the normalised fbank ``[B, frames, mel bins]`` before the encoder (e.g.
+            SpeechBrain's ``SpectrogramDrop``-based SpecAugment during training).
 
         Returns
         -------
         torch.Tensor
             ``[B, D]``.
         """
-        return self.pool(self.encode(self.compute_features(wavs, lengths)))
+        feats = self.compute_features(wavs, lengths)
+        if augment is not None:
+            feats = augment(feats)
+        return self.pool(self.encode(feats))
 
 
 def save_random_ast(folder, seed=0, **config_overrides):
