@@ -21,6 +21,10 @@ RESULTS="$ROOT/recipes/CommonVoice/results/quickstart"
 start=$SECONDS
 
 if [ ! -x "$PY" ]; then
+  if ! command -v python3 > /dev/null; then
+    echo "python3 was not found; install Python 3.11 (with its venv module) and run this again." >&2
+    exit 1
+  fi
   python3 -m venv "$VENV"
 fi
 # pip is slow even with nothing to do: skip it while the requirements and pyproject are unchanged.
