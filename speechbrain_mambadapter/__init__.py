@@ -3,7 +3,7 @@
 from speechbrain_mambadapter.bottleneck import Bottleneck
 from speechbrain_mambadapter.checkpoint import PETLCheckpoint, load_petl, petl_state_dict, save_petl
 from speechbrain_mambadapter.conformer_adapter import ConformerAdapter
-from speechbrain_mambadapter.inject import METHODS, PLACEMENTS, inject, trainable_parameter_count
+from speechbrain_mambadapter.injection import METHODS, PLACEMENTS, inject, trainable_parameter_count
 from speechbrain_mambadapter.lora import LoRA, merge_lora
 from speechbrain_mambadapter.mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.prefix_tuning import PrefixTuning

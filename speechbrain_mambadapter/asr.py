@@ -19,7 +19,7 @@ Authors
 import logging
 import math
 
-from speechbrain_mambadapter.inject import trainable_parameter_count
+from speechbrain_mambadapter.injection import trainable_parameter_count
 from speechbrain_mambadapter.whisper_utils import NUM_WHISPER_LANGUAGES, LanguageTokenEmbedding
 
 logger = logging.getLogger(__name__)

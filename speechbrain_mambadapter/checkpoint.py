@@ -65,7 +65,7 @@ def petl_state_dict(model):
     >>> sorted(k for k in petl_state_dict(encoder) if "running_mean" in k)
     ['layers.0.petl_ffn_adapter.batch_norm.running_mean']
     """
-    from speechbrain_mambadapter.inject import PETL_MODULES
+    from speechbrain_mambadapter.injection import PETL_MODULES
 
     _config(model)
     state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}

@@ -27,7 +27,7 @@ import json
 
 import torch
 
-from speechbrain_mambadapter.inject import inject, trainable_parameter_count
+from speechbrain_mambadapter.injection import inject, trainable_parameter_count
 
 # (backbone, method, placement, settings, the paper's figure in millions or None)
 PAPER_SETTINGS = [

@@ -6,7 +6,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechbrain_mambadapter import Bottleneck, ConformerAdapter, MambAdapter, SharedProjections, inject
-from speechbrain_mambadapter.inject import _ParallelTap
+from speechbrain_mambadapter.injection import _ParallelTap
 
 ADAPTERS = {
     "mambadapter": lambda: MambAdapter(16, 4, SharedProjections(16, 4), d_state=4, dropout=0.0),
@@ -46,3 +46,10 @@ def test_tap_keeps_the_code_not_the_output_while_the_ffn_runs(method, kwargs, mo
     encoder = inject(WhisperEncoder(config), method=method, placement="pfeiffer", **kwargs)
     encoder(torch.randn(2, 80, 3000))
     assert seen == [(2, 1500, 8)]
+
+
+def test_yaml_name_of_inject_is_the_function():
+    """HyperPyYAML resolves ``!apply:speechbrain_mambadapter.inject`` with pydoc.locate."""
+    import pydoc
+
+    assert pydoc.locate("speechbrain_mambadapter.inject") is inject

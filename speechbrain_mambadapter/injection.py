@@ -1,5 +1,9 @@
 """``inject``: put one PETL method into a backbone, freeze everything else, return the model.
 
+(This module is ``injection``, not ``inject``: with a submodule of the function's name,
+``pydoc.locate("speechbrain_mambadapter.inject")``, which HyperPyYAML's ``!apply:`` uses, returns
+the module instead of the function on Python 3.12.)
+
 Usable from HyperPyYAML::
 
     whisper: !apply:speechbrain_mambadapter.inject
