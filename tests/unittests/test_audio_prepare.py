@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,13 @@ SAMPLES = ROOT / "tests" / "samples"
 
 
 def _load(recipe, name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / recipe / f"{name}.py")
+    # A name of its own in sys.modules: doctest keeps only the functions whose module
+    # inspect.getmodule finds, and a recipe run in the same session imports its own
+    # ``esc50_prepare`` etc. under the plain name.
+    unique = f"_test_audio_prepare_{name}"
+    spec = importlib.util.spec_from_file_location(unique, ROOT / "recipes" / recipe / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
     spec.loader.exec_module(module)
     return module
 
@@ -449,7 +455,9 @@ def test_invalid_options_are_rejected(tmp_path):
         gsc.prepare_gsc(str(SAMPLES / "GSC"), str(tmp_path), max_skipped_fraction=2)
 
 
-@pytest.mark.parametrize("module", [esc50, us8k, gsc, fsc], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [esc50, us8k, gsc, fsc], ids=lambda m: m.__name__.removeprefix("_test_audio_prepare_")
+)
 def test_recipe_doctests(module):
     # The recipes are not on the doctest path of pytest.ini; run their examples here.
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
