@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_SIZE = 256
+DEFAULT_CHUNK_SIZE = 128
 
 
 def _bc_chunk(X, t0, t1, d_inner):
