@@ -9,7 +9,10 @@ Each recipe's ``train.py`` only prepares its dataset; everything else lives here
   latest (for resuming after a kill) and the best on validation accuracy, holding only the PETL
   weights (``PETLCheckpoint``), the head, the optimiser, the schedule and the epoch counter; on
   the test set, ``metrics.json`` (accuracy, per-class accuracy, confusion matrix, trainable
-  parameters, the ``inject`` call) and ``confusion_matrix.png``.
+  parameters, the ``inject`` call) and ``confusion_matrix.png``. Under ``torchrun`` the
+  validation and test sets are sharded over the processes too, and every metric (training loss
+  and accuracy included) is that of the whole set, merged over the ranks
+  (``speechbrain_mambadapter.distributed``).
 * ``dataio_prepare(hparams)``: the train/valid/test ``DynamicItemDataset`` of the manifests the
   prepare scripts write, with labels indexed by ``classes.txt``.
 * ``SpecAugment``: the paper's frequency and time masking of the normalised filterbank.
@@ -20,7 +23,8 @@ Keys the Brain reads from the hparams: ``ast`` and ``classifier`` (in ``modules`
 ``speechbrain_mambadapter.training.PerStepLR``), ``number_of_epochs``,
 ``train_logger``, ``metrics_file``, ``confusion_matrix_file``, ``classes`` (set by
 ``dataio_prepare``), and ``dataset``, ``experiment``, ``fold``, ``seed`` (recorded in the
-metrics file for ``speechbrain_mambadapter.results``).
+metrics file for ``speechbrain_mambadapter.results``). Optional: ``step_log`` (a path: one JSON
+line per training batch, see ``distributed.StepLossLog``; null or absent: none).
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -38,6 +42,7 @@ import torchaudio
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from speechbrain_mambadapter import distributed
 from speechbrain_mambadapter.dataprep import CLASSES_FILE, SPLITS, read_classes
 
 logger = logging.getLogger(__name__)
@@ -207,6 +212,9 @@ class AudioClassificationBrain(sb.Brain):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_batches = None  # set by make_dataloader; sizes the per-step schedule
+        distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
+        self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
+        self.epoch = 0
 
     def compute_forward(self, batch, stage):
         """Logits ``[B, n_classes]`` of a batch of waveforms."""
@@ -221,18 +229,28 @@ class AudioClassificationBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """Cross-entropy; also collects predictions for the stage's accuracy."""
         targets = batch.label_index.data.to(self.device).view(-1)
-        loss = F.cross_entropy(predictions, targets)
-        self.stage_predictions.append(predictions.detach().argmax(dim=-1).cpu())
-        self.stage_targets.append(targets.cpu())
-        return loss
+        losses = F.cross_entropy(predictions.float(), targets, reduction="none")
+        # Per clip, so that the ranks' results can be merged (and deduplicated) by clip id.
+        for clip_id, predicted, target, loss in zip(
+            batch.id, predictions.detach().argmax(dim=-1).tolist(), targets.tolist(), losses.tolist()
+        ):
+            self.stage_records.append((clip_id, predicted, target, loss))
+        return losses.mean()
 
     def on_fit_batch_start(self, batch, should_step):
         """Set the rate of the coming optimiser step (the paper's cosine schedule is per batch, not epoch)."""
         if should_step:
             self.scheduler(self.optimizer)
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """One line of the step log (when ``step_log`` is set)."""
+        self.step_log.log(self.epoch, loss, len(batch.id))
+
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """As ``Brain.make_dataloader``; remembers the training batches per epoch for the schedule."""
+        """As ``Brain.make_dataloader``, with valid/test sharded over the ranks under DDP;
+        remembers the training batches per epoch for the schedule."""
+        if stage != sb.Stage.TRAIN:
+            loader_kwargs = distributed.eval_loader_kwargs(dataset, loader_kwargs)
         loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
         if stage == sb.Stage.TRAIN:
             self.train_batches = len(loader)
@@ -262,14 +280,22 @@ class AudioClassificationBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         """Reset the collected predictions."""
-        self.stage_predictions = []
-        self.stage_targets = []
+        self.stage_records = []
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self.epoch = epoch
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log loss and accuracy; checkpoint after validation; write the test metrics."""
-        predictions = torch.cat(self.stage_predictions) if self.stage_predictions else torch.zeros(0)
-        targets = torch.cat(self.stage_targets) if self.stage_targets else torch.zeros(0)
-        stats = {"loss": stage_loss, "accuracy": accuracy(predictions, targets)}
+        """Log loss and accuracy (of every rank's clips); checkpoint after validation; write the
+        test metrics."""
+        records = distributed.gather_records(self.stage_records, key=lambda record: record[0])
+        predictions = torch.tensor([r[1] for r in records], dtype=torch.long)
+        targets = torch.tensor([r[2] for r in records], dtype=torch.long)
+        if stage == sb.Stage.TRAIN:
+            # The mean of the ranks' running means (the sampler gives every rank as many batches).
+            loss = distributed.mean_over_ranks(stage_loss, self.device)
+        else:
+            loss = sum(r[3] for r in records) / max(1, len(records))
+        stats = {"loss": loss, "accuracy": accuracy(predictions, targets)}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
         elif stage == sb.Stage.VALID:

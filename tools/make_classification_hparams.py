@@ -97,7 +97,7 @@ MAMBADAPTER = [
     ("d_state", "16", None),
     ("d_conv", "4", None),
     ("expand", "2", None),
-    ("dropout", "0.1", None),
+    ("dropout", "!ref <adapter_dropout>", "top-level key, so that --adapter_dropout=0 works"),
     ("share_projections", "true", "one W_down/W_up for all adapters of the model"),
     ("use_mamba", "true", None),
     ("use_alpha", "true", "learnable output scale alpha"),
@@ -207,6 +207,8 @@ spec_augment: !new:speechbrain_mambadapter.classification.SpecAugment
     time_mask: 80
 """
 
+ADAPTER_DROPOUT = "adapter_dropout: 0.1  # MambAdapter: on the Mamba's output, before W_up\n"
+
 NO_SPEC_AUGMENT = """\
 # No SpecAugment for this dataset (as in the paper); PETL_AST's code masks every dataset.
 # To use it, replace null by: !new:speechbrain_mambadapter.classification.SpecAugment
@@ -260,13 +262,18 @@ n_classes: {data["n_classes"]}
 {data["extra"]}
 # Training (AdamW betas 0.9/0.98, weight decay 0.1, cosine schedule stepped per batch)
 number_of_epochs: {data["epochs"]}
-batch_size: {data["batch_size"]}
+batch_size: {data["batch_size"]}  # per process (GPU) under torchrun
 lr: {lr}
 num_workers: 4
-
+# random: the training set is reshuffled every epoch (also under torchrun, where
+# SpeechBrain's DistributedSampler reads this key); none: the manifest's order, e.g.
+# to compare a 1-GPU and a 2-GPU run batch by batch.
+sorting: random
+step_log: null  # a path: one JSON line per training batch (loss, examples, time)
+{ADAPTER_DROPOUT if inject["method"] == "mambadapter" else ""}
 train_dataloader_opts:
     batch_size: !ref <batch_size>
-    shuffle: true
+    shuffle: !apply:operator.eq [!ref <sorting>, random]
     num_workers: !ref <num_workers>
 valid_dataloader_opts:
     batch_size: !ref <batch_size>

@@ -13,11 +13,18 @@ Other methods: ``hparams/{lora,bottleneck,conformer,full_finetuning}.yaml``. Fla
 top-level key, e.g. ``--seed=2``, ``--whisper_source=<local Whisper folder>``,
 ``--precision=fp32`` (on CPU). See README.md for the protocol and the outputs.
 
+Several GPUs (DistributedDataParallel; dev and test are sharded too, their WER merged)::
+
+    torchrun --nproc_per_node=2 train.py hparams/mambadapter.yaml --language=ab --data_folder=...
+
+``--batch_size`` is per GPU; ``--step_log=<file>`` writes one JSON line per training batch.
+
 Authors
  * speechbrain-mambadapter contributors 2026
 """
 
 import functools
+import math
 import sys
 
 import speechbrain as sb
@@ -26,12 +33,24 @@ from common_voice_prepare import normalize_text, prepare_common_voice
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_mambadapter import asr
+from speechbrain_mambadapter import asr, distributed
 from speechbrain_mambadapter.dataprep import load_mono
 
 
 class ASR(sb.Brain):
     """Whisper trained with teacher forcing; dev/test transcribed in ``--language``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
+        self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
+        self.epoch = 0
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """As ``Brain.make_dataloader``; under DDP dev and test are sharded over the ranks too."""
+        if stage != sb.Stage.TRAIN:
+            loader_kwargs = distributed.eval_loader_kwargs(dataset, loader_kwargs)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     def compute_forward(self, batch, stage):
         """Encoder and teacher-forced decoder; hypotheses on dev and test."""
@@ -66,18 +85,27 @@ class ASR(sb.Brain):
         if should_step:
             self.hparams.lr_annealing(self.optimizer)
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """One line of the step log (when ``step_log`` is set)."""
+        self.step_log.log(self.epoch, loss, len(batch.id))
+
     def on_stage_start(self, stage, epoch=None):
         """Fresh error-rate statistics for dev and test."""
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            self.epoch = epoch
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the epoch, keeps the checkpoint of lowest dev WER, writes wer_test.txt."""
-        stage_stats = {"loss": stage_loss}
+        # Under DDP: the loss averaged over the ranks, the error rates of every rank's utterances.
+        stage_stats = {"loss": distributed.mean_over_ranks(stage_loss, self.device)}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stage_stats
             return
+        for metric in (self.wer_metric, self.cer_metric):
+            metric.scores = distributed.gather_records(metric.scores, key=lambda score: score["key"])
         stage_stats["WER"] = self.wer_metric.summarize("error_rate")
         stage_stats["CER"] = self.cer_metric.summarize("error_rate")
         if stage == sb.Stage.VALID:
@@ -170,10 +198,11 @@ if __name__ == "__main__":
         checkpointer=hparams["checkpointer"],
     )
     asr_brain.tokenizer = tokenizer
-    # The schedule needs the number of steps, known once the data are.
+    # The schedule needs the number of steps, known once the data are (under DDP each rank
+    # takes one n-th of the training set, as DistributedSampler splits it).
     asr_brain.hparams.lr_annealing = asr.per_step_schedule(
         hparams["lr_annealing"],
-        len(train_data),
+        math.ceil(len(train_data) / distributed.world_size()),
         hparams["batch_size"],
         hparams["number_of_epochs"],
         asr_brain.grad_accumulation_factor,

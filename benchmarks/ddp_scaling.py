@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""One GPU against several: per-step losses and throughput of a recipe under ``torchrun``.
+
+For a recipe (``gsc``: AST-base on Speech Commands; ``commonvoice``: Whisper-small on Common
+Voice), this script
+
+1. writes a synthetic dataset in the official layout (``benchmarks/synthetic_data.py``) and a
+   randomly initialised model of the real size (AST-base or Whisper-small; no download);
+2. trains one epoch on 1 GPU with the global batch (``--per-gpu-batch`` x ``--gpus``), then on
+   ``--gpus`` GPUs with ``torchrun`` and ``--per-gpu-batch`` each, both in the manifest's order
+   (``--sorting=none``) and without adapter dropout, each writing a step log
+   (``--step_log``: the loss averaged over the ranks, the examples, the time of every step);
+3. compares the two step logs: the losses should agree at every step (same data, same global
+   batch, DDP averages the gradients), and ``examples / time`` gives each run's throughput
+   (after ``--warmup`` steps), whose ratio is the multi-GPU speed-up.
+
+Run on a machine with at least ``--gpus`` GPUs, e.g.::
+
+    python benchmarks/ddp_scaling.py gsc --work /tmp/ddp --out results/ddp --precision bf16
+    python benchmarks/ddp_scaling.py commonvoice --work /tmp/ddp --out results/ddp \\
+        --tiktoken ~/.cache/speechbrain_mambadapter/openai-whisper-20250625/multilingual.tiktoken
+
+It writes ``<out>/ddp_<recipe>_<precision>.json`` (every number and the commands) and prints a
+markdown summary. NCCL's NVLink multicast is kept off (``NCCL_NVLS_ENABLE=0``) in the runs.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+# Whisper-small (openai/whisper-small's config.json), randomly initialised.
+WHISPER_SMALL = {
+    "d_model": 768,
+    "encoder_layers": 12,
+    "decoder_layers": 12,
+    "encoder_attention_heads": 12,
+    "decoder_attention_heads": 12,
+    "encoder_ffn_dim": 3072,
+    "decoder_ffn_dim": 3072,
+    "num_mel_bins": 80,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+}
+# AST-base (MIT/ast-finetuned-audioset-10-10-0.4593) with the GSC recipe's 100 frames.
+AST_BASE = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_length": 100,
+    "num_mel_bins": 128,
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("recipe", choices=["gsc", "commonvoice"])
+    parser.add_argument("--work", type=Path, required=True, help="data, models and run folders")
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON summary goes")
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--per-gpu-batch", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--train", type=int, default=None, help="training clips (default 6000 / 3000)")
+    parser.add_argument("--eval", type=int, default=None, help="valid and test clips each")
+    parser.add_argument("--warmup", type=int, default=5, help="steps left out of the throughput")
+    parser.add_argument("--hparams", default="mambadapter.yaml")
+    parser.add_argument("--num-workers", type=int, default=6, help="data-loading workers per GPU")
+    parser.add_argument("--tiktoken", type=Path, default=None, help="Whisper's multilingual.tiktoken")
+    parser.add_argument("--device", default=None, help="e.g. cpu, to try the script without GPUs")
+    parser.add_argument("--backend", default="nccl", help="torch.distributed backend (gloo on CPU)")
+    parser.add_argument("--model-config", default=None, help="JSON overriding the model's config")
+    return parser.parse_args(argv)
+
+
+def build_data(args):
+    """The synthetic dataset (kept between invocations)."""
+    import synthetic_data
+
+    folder = args.work / f"data_{args.recipe}"
+    if (folder / "done.json").is_file():
+        return folder
+    workers = max(1, min(16, os.cpu_count() or 1))
+    if args.recipe == "gsc":
+        n_eval = args.eval or 200
+        summary = synthetic_data.make_gsc(
+            folder, n_train=args.train or 6000, n_valid=n_eval, n_test=n_eval, seed=0, workers=workers
+        )
+    else:
+        n_eval = args.eval or 48
+        summary = synthetic_data.make_common_voice(
+            folder,
+            language="eo",
+            n_train=args.train or 3000,
+            n_dev=n_eval,
+            n_test=n_eval,
+            seed=0,
+            workers=workers,
+        )
+    (folder / "done.json").write_text(json.dumps(summary, default=str))
+    return folder
+
+
+def build_model(args):
+    """A random AST-base or Whisper-small folder (kept between invocations)."""
+    overrides = json.loads(args.model_config) if args.model_config else {}
+    tag = "default" if not overrides else hashlib.sha256(args.model_config.encode()).hexdigest()[:8]
+    folder = args.work / f"model_{args.recipe}_{tag}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    if args.recipe == "gsc":
+        from speechbrain_mambadapter.lobes.ast import save_random_ast
+
+        save_random_ast(folder, seed=0, **{**AST_BASE, **overrides})
+    else:
+        from speechbrain_mambadapter.whisper_utils import save_tiny_whisper, save_whisper_tokenizer
+
+        if args.tiktoken is None or not args.tiktoken.is_file():
+            raise FileNotFoundError(
+                f"--tiktoken={args.tiktoken}: give Whisper's multilingual.tiktoken (see "
+                "speechbrain_mambadapter.whisper_utils.fetch_multilingual_tiktoken)."
+            )
+        tokenizer = save_whisper_tokenizer(args.work / "whisper_tokenizer", args.tiktoken)
+        save_tiny_whisper(folder, tokenizer, seed=0, **{**WHISPER_SMALL, **overrides})
+    return folder
+
+
+def recipe_command(args, data, model, output, batch):
+    """The recipe's command line (without the launcher)."""
+    common = [
+        "--sorting=none",
+        "--adapter_dropout=0.0",
+        "--number_of_epochs=1",
+        f"--batch_size={batch}",
+        f"--precision={args.precision}",
+        f"--num_workers={args.num_workers}",
+        f"--step_log={output / 'steps.jsonl'}",
+        f"--data_folder={data}",
+    ]
+    if args.device:
+        common.append(f"--device={args.device}")
+    if args.recipe == "gsc":
+        return [
+            str(REPO / "recipes/GSC/train.py"),
+            str(REPO / "recipes/GSC/hparams" / args.hparams),
+            f"--pretrained_source={model}",
+            f"--output_folder={output}",
+            f"--prepared_folder={output.parent / 'prepared_gsc'}",
+            *common,
+        ]
+    return [
+        str(REPO / "recipes/CommonVoice/train.py"),
+        str(REPO / "recipes/CommonVoice/hparams" / args.hparams),
+        "--language=eo",
+        f"--whisper_source={model}",
+        f"--output_root={output}",
+        f"--eval_precision={args.precision}",
+        "--max_decode_ratio=0.02",  # a random Whisper never stops: 30 tokens per dev/test utterance
+        *common,
+    ]
+
+
+def run(command, log_path, cwd):
+    """Runs a command with NVLink multicast off; returns its wall time (s)."""
+    env = dict(os.environ)
+    env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        result = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        print(Path(log_path).read_text()[-6000:])
+        raise RuntimeError(f"{command[0]} failed (exit {result.returncode}); log: {log_path}")
+    return seconds
+
+
+def read_steps(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def throughput(steps, warmup):
+    """Examples per second from the end of step ``warmup`` to the end of the last step."""
+    warmup = min(warmup, len(steps) - 2)
+    if warmup < 0:
+        raise ValueError("A throughput needs at least 2 logged steps.")
+    examples = sum(step["examples"] for step in steps[warmup + 1 :])
+    return examples / (steps[-1]["time"] - steps[warmup]["time"])
+
+
+def compare(one, many):
+    """Per-step loss agreement of two step logs."""
+    if [s["examples"] for s in one] != [s["examples"] for s in many]:
+        raise ValueError("The two runs did not see the same global batches; compare their step logs.")
+    rel = [abs(a["loss"] - b["loss"]) / max(abs(a["loss"]), 1e-12) for a, b in zip(one, many)]
+    return {
+        "steps": len(one),
+        "max_abs_diff": max(abs(a["loss"] - b["loss"]) for a, b in zip(one, many)),
+        "max_rel_diff": max(rel),
+        "median_rel_diff": statistics.median(rel),
+        "first_loss": [one[0]["loss"], many[0]["loss"]],
+        "last_loss": [one[-1]["loss"], many[-1]["loss"]],
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = build_data(args)
+    model = build_model(args)
+    print(f"data {data}, model {model} ready after {time.perf_counter() - started:.0f} s", flush=True)
+    per_gpu = args.per_gpu_batch or (128 if args.recipe == "gsc" else 6)
+    tag = f"{args.recipe}_{args.precision}"
+    results = {"recipe": args.recipe, "precision": args.precision, "per_gpu_batch": per_gpu, "runs": {}}
+    for gpus in (1, args.gpus):
+        output = args.work / f"run_{tag}_{gpus}gpu"
+        if output.exists():
+            subprocess.run(["rm", "-rf", str(output)], check=True)
+        output.mkdir(parents=True)
+        batch = per_gpu * args.gpus // gpus
+        command = recipe_command(args, data, model, output, batch)
+        if gpus == 1:
+            launcher = [sys.executable]
+        else:
+            launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}"]
+            command.append(f"--distributed_backend={args.backend}")
+        command = launcher + command
+        seconds = run(command, args.work / f"log_{tag}_{gpus}gpu.txt", cwd=args.work)
+        steps = read_steps(output / "steps.jsonl")
+        results["runs"][gpus] = {
+            "command": " ".join(command),
+            "batch_per_process": batch,
+            "wall_s": round(seconds, 1),
+            "steps": len(steps),
+            "train_s": steps[-1]["time"],
+            "examples_per_s": throughput(steps, args.warmup),
+        }
+        results["runs"][gpus]["step_log"] = steps
+    one, many = (results["runs"][g]["step_log"] for g in (1, args.gpus))
+    results["loss_match"] = compare(one, many)
+    results["speedup"] = results["runs"][args.gpus]["examples_per_s"] / results["runs"][1]["examples_per_s"]
+    (args.out / f"ddp_{tag}.json").write_text(json.dumps(results, indent=1))
+    match = results["loss_match"]
+    print(
+        f"\n| {args.recipe} {args.precision} | 1 GPU x{per_gpu * args.gpus} | {args.gpus} GPUs x{per_gpu} |\n"
+        f"|---|---|---|\n"
+        f"| examples/s (after {args.warmup} steps) | {results['runs'][1]['examples_per_s']:.1f} | "
+        f"{results['runs'][args.gpus]['examples_per_s']:.1f} (x{results['speedup']:.2f}) |\n"
+        f"| steps | {match['steps']} | {match['steps']} |\n"
+        f"| per-step loss: max rel diff {match['max_rel_diff']:.2e}, median {match['median_rel_diff']:.2e}, "
+        f"max abs {match['max_abs_diff']:.2e} | first {match['first_loss'][0]:.4f} / "
+        f"{match['first_loss'][1]:.4f} | last {match['last_loss'][0]:.4f} / {match['last_loss'][1]:.4f} |\n"
+        f"| wall (whole run) | {results['runs'][1]['wall_s']} s | {results['runs'][args.gpus]['wall_s']} s |",
+        flush=True,
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()
