@@ -35,6 +35,8 @@ AUDIOSET_STD = 4.5689974
 POOLING_MODES = ("mean", "cls")
 # Kaldi's default analysis window (frame_length=25 ms); shorter clips have no frame at all.
 FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+PREEMPHASIS = 0.97  # Kaldi's default pre-emphasis coefficient
 
 
 def patch_grid(config, num_mel_bins, max_length):
@@ -320,7 +322,6 @@ class AST(nn.Module):
             )
         counts = torch.round(lengths.float() * n_samples).long().tolist()
         min_samples = int(self.sample_rate * FRAME_LENGTH_MS / 1000)
-        feats = wavs.new_zeros(batch, self.max_length, self.num_mel_bins, dtype=torch.float32)
         for i, count in enumerate(counts):
             if count < min_samples:
                 raise ValueError(
@@ -328,6 +329,21 @@ class AST(nn.Module):
                     f"analysis window ({min_samples} samples at {self.sample_rate} Hz); remove such "
                     "clips in data preparation or pad them."
                 )
+        feats = batched_kaldi_fbank(wavs, counts, self.sample_rate, self.num_mel_bins, self.max_length)
+        return (feats - self.mean) / (2 * self.std)
+
+    def compute_features_reference(self, wavs, lengths=None):
+        """``compute_features`` with one ``torchaudio.compliance.kaldi.fbank`` call per clip.
+
+        The reference of :func:`batched_kaldi_fbank` (same arguments, same result within float
+        rounding), kept for the parity test; a Python loop over the batch, slow on GPU.
+        """
+        batch, n_samples = wavs.shape
+        if lengths is None:
+            lengths = torch.ones(batch, device=wavs.device)
+        counts = torch.round(lengths.float() * n_samples).long().tolist()
+        feats = wavs.new_zeros(batch, self.max_length, self.num_mel_bins, dtype=torch.float32)
+        for i, count in enumerate(counts):
             fbank = kaldi.fbank(
                 wavs[i : i + 1, :count].float(),
                 sample_frequency=self.sample_rate,
@@ -394,6 +410,73 @@ class AST(nn.Module):
         if augment is not None:
             feats = augment(feats)
         return self.pool(self.encode(feats))
+
+
+def batched_kaldi_fbank(wavs, counts, sample_rate, num_mel_bins, max_frames):
+    """Kaldi log-mel filterbanks of a batch of clips at once, as AST's feature extractor computes
+    them (``torchaudio.compliance.kaldi.fbank`` with a Hann window and no dither).
+
+    Equal, within float rounding, to one ``kaldi.fbank`` call per clip on its first ``counts[i]``
+    samples: every frame depends on its own 25 ms of samples only, so the frames of the padded
+    batch that lie inside a clip are those of the clip alone, and the frames past a clip's end
+    are zeroed. A few dozen batched kernels instead of a few dozen per clip, which made the GPU
+    wait on Python in training.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[B, T]`` waveforms (any float dtype; computed in float32).
+    counts : list of int
+        Valid samples of each clip (at least one 25 ms window).
+    sample_rate : int
+        Sampling rate in Hz.
+    num_mel_bins : int
+        Mel bands.
+    max_frames : int
+        Frames kept per clip (AST's ``max_length``); missing frames are zeros.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, max_frames, num_mel_bins]`` float32.
+
+    Example
+    -------
+    >>> wavs = torch.randn(2, 16000) * 0.1
+    >>> feats = batched_kaldi_fbank(wavs, [16000, 8000], 16000, 128, 100)
+    >>> reference = kaldi.fbank(wavs[1:, :8000], window_type="hanning", num_mel_bins=128, dither=0.0)
+    >>> feats.shape, reference.shape
+    (torch.Size([2, 100, 128]), torch.Size([48, 128]))
+    >>> torch.allclose(feats[1, :48], reference, atol=1e-4), bool((feats[1, 48:] == 0).all())
+    (True, True)
+    """
+    window = int(sample_rate * FRAME_LENGTH_MS / 1000)
+    shift = int(sample_rate * FRAME_SHIFT_MS / 1000)
+    padded = 1 << (window - 1).bit_length()  # Kaldi rounds the FFT size up to a power of two
+    batch = wavs.shape[0]
+    # Only the samples of the first max_frames frames are needed.
+    wavs = wavs[:, : (max_frames - 1) * shift + window].float()
+    if wavs.shape[1] < window:
+        wavs = F.pad(wavs, (0, window - wavs.shape[1]))
+    frames = wavs.unfold(1, window, shift)  # [B, M, window]
+    frames = frames - frames.mean(dim=-1, keepdim=True)  # remove_dc_offset
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+    frames = frames - PREEMPHASIS * previous
+    hann = torch.hann_window(window, periodic=False, device=wavs.device, dtype=torch.float32)
+    spectrum = torch.fft.rfft(frames * hann, n=padded).abs().pow(2.0)  # [B, M, padded/2+1]
+    banks, _ = kaldi.get_mel_banks(num_mel_bins, padded, float(sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0)
+    banks = F.pad(banks.to(device=wavs.device, dtype=torch.float32), (0, 1))
+    mel = torch.matmul(spectrum, banks.T)
+    mel = torch.clamp_min(mel, torch.finfo(torch.float32).eps).log()
+    valid = torch.tensor(
+        [max(0, 1 + (count - window) // shift) for count in counts], device=wavs.device
+    )  # frames of each clip (Kaldi's snip_edges)
+    keep = torch.arange(mel.shape[1], device=wavs.device)[None, :] < valid[:, None]
+    mel = mel * keep[..., None]
+    feats = mel.new_zeros(batch, max_frames, num_mel_bins)
+    frames_out = min(max_frames, mel.shape[1])
+    feats[:, :frames_out] = mel[:, :frames_out]
+    return feats
 
 
 def save_random_ast(folder, seed=0, **config_overrides):

@@ -239,3 +239,24 @@ def test_input_checks(lobe):
         lobe.compute_features(torch.zeros(2, 1000), torch.tensor([1.0, 0.2]))
     with pytest.raises(ValueError, match="compute_features"):
         lobe.encode(torch.zeros(2, 128, 100))
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        [16000, 16000],  # full clips
+        [16000, 400, 401, 559, 560, 12345],  # one window exactly, just under/over a frame shift
+        [24000, 17000],  # longer than max_length frames: truncated
+    ],
+)
+def test_batched_fbank_equals_one_kaldi_call_per_clip(lobe, counts):
+    torch.manual_seed(0)
+    n_samples = max(counts)
+    wavs = torch.randn(len(counts), n_samples) * 0.1
+    for i, count in enumerate(counts):
+        wavs[i, count:] = 0.5  # padding that must not leak into the features
+    lengths = torch.tensor(counts, dtype=torch.float) / n_samples
+    batched = lobe.compute_features(wavs, lengths)
+    reference = lobe.compute_features_reference(wavs, lengths)
+    assert batched.shape == reference.shape == (len(counts), lobe.max_length, lobe.num_mel_bins)
+    torch.testing.assert_close(batched, reference, atol=2e-5, rtol=1e-5)
