@@ -78,7 +78,7 @@ def mean_over_ranks(value, device="cpu"):
     >>> mean_over_ranks(torch.tensor(2.5))
     2.5
     """
-    value = float(value)
+    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
     if not is_distributed():
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=_reduction_device(device))
