@@ -24,7 +24,9 @@ Keys the Brain reads from the hparams: ``ast`` and ``classifier`` (in ``modules`
 ``train_logger``, ``metrics_file``, ``confusion_matrix_file``, ``classes`` (set by
 ``dataio_prepare``), and ``dataset``, ``experiment``, ``fold``, ``seed`` (recorded in the
 metrics file for ``speechbrain_mambadapter.results``). Optional: ``step_log`` (a path: one JSON
-line per training batch, see ``distributed.StepLossLog``; null or absent: none).
+line per training batch, see ``distributed.StepLossLog``; null or absent: none) and
+``inference_mode`` (``eager``, the default, or ``cuda_graph``: validation and test replay the AST
+encoder as CUDA graphs, see ``fast_inference.set_inference_mode``).
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -42,7 +44,7 @@ import torchaudio
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_mambadapter import distributed
+from speechbrain_mambadapter import distributed, fast_inference
 from speechbrain_mambadapter.dataprep import CLASSES_FILE, SPLITS, read_classes
 
 logger = logging.getLogger(__name__)
@@ -215,6 +217,8 @@ class AudioClassificationBrain(sb.Brain):
         distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
         self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
         self.epoch = 0
+        # Once, on the unwrapped lobe: DDP, added later, calls the same lobe's forward.
+        fast_inference.set_inference_mode(self.modules.ast, getattr(self.hparams, "inference_mode", "eager"))
 
     def compute_forward(self, batch, stage):
         """Logits ``[B, n_classes]`` of a batch of waveforms."""

@@ -270,6 +270,9 @@ num_workers: 4
 # to compare a 1-GPU and a 2-GPU run batch by batch.
 sorting: random
 step_log: null  # a path: one JSON line per training batch (loss, examples, time)
+# cuda_graph: validation and test replay the AST encoder as CUDA graphs, one per batch size
+# (needs --device=cuda:N; fastest with --eval_precision=bf16); training stays eager.
+inference_mode: eager  # eager | cuda_graph
 {ADAPTER_DROPOUT if inject["method"] == "mambadapter" else ""}
 train_dataloader_opts:
     batch_size: !ref <batch_size>

@@ -18,6 +18,7 @@ Several GPUs (DistributedDataParallel; dev and test are sharded too, their WER m
     torchrun --nproc_per_node=2 train.py hparams/mambadapter.yaml --language=ab --data_folder=...
 
 ``--batch_size`` is per GPU; ``--step_log=<file>`` writes one JSON line per training batch.
+``--inference_mode=cuda_graph`` replays Whisper's encoder as CUDA graphs on dev and test (GPU).
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -33,7 +34,7 @@ from common_voice_prepare import normalize_text, prepare_common_voice
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_mambadapter import asr, distributed
+from speechbrain_mambadapter import asr, distributed, fast_inference
 from speechbrain_mambadapter.dataprep import load_mono
 
 
@@ -45,6 +46,10 @@ class ASR(sb.Brain):
         distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
         self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
         self.epoch = 0
+        # The encoder of dev and test decoding through CUDA graphs (the decoder stays eager).
+        fast_inference.set_inference_mode(
+            self.modules.whisper, getattr(self.hparams, "inference_mode", "eager")
+        )
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """As ``Brain.make_dataloader``; under DDP dev and test are sharded over the ranks too."""

@@ -1,0 +1,203 @@
+"""The recipes' ``inference_mode`` on CPU: accepted values, the eager fallback, and that routing
+an encoder through ``CUDAGraphModule`` changes nothing else (module tree, parameters, training).
+
+Capturing and replaying graphs needs CUDA: tests/gpu/test_fast_inference.py.
+"""
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from speechbrain_mambadapter import inject
+from speechbrain_mambadapter.fast_inference import (
+    INFERENCE_MODES,
+    CUDAGraphModule,
+    GraphedEncoder,
+    autocast_state,
+    graph_encoder,
+    set_inference_mode,
+)
+from speechbrain_mambadapter.lobes.ast import AST
+
+LOGGER = "speechbrain_mambadapter.fast_inference"
+
+
+def adapted_ast(folder):
+    """A tiny AST with MambAdapters whose up-projections are not zero (so that they matter)."""
+    torch.manual_seed(0)
+    ast = inject(AST(source=folder), method="mambadapter", placement="houlsby", rank=8)
+    with torch.no_grad():
+        for p in ast.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return ast
+
+
+def assert_same_gradients(model, reference, names):
+    """Every parameter of ``names`` has a gradient, and all of them together are ``reference``'s.
+
+    Compared as one vector: on CPU two identical backward passes of the adapted AST already
+    differ in the last bits, which is a large relative error for the smallest gradients.
+    """
+    params, reference_params = dict(model.named_parameters()), dict(reference.named_parameters())
+    assert names and all(params[n].grad is not None for n in names), "a gradient did not arrive"
+    got = torch.cat([params[n].grad.flatten() for n in names])
+    expected = torch.cat([reference_params[n].grad.flatten() for n in names])
+    assert expected.norm() > 0
+    assert (got - expected).norm() <= 1e-4 * expected.norm()
+
+
+def warnings_of(caplog):
+    return [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("mode", ["graph", "cuda_graphs", "Eager", None])
+def test_unknown_mode_names_the_accepted_values(mode):
+    with pytest.raises(ValueError, match=r"one of \('eager', 'cuda_graph'\), got"):
+        set_inference_mode(torch.nn.Linear(2, 2), mode)
+    assert INFERENCE_MODES == ("eager", "cuda_graph")
+
+
+def test_cuda_graph_for_an_unknown_model_fails_also_on_cpu():
+    model = torch.nn.Linear(2, 2)
+    assert set_inference_mode(model, "eager") is None  # eager needs nothing from the model
+    with pytest.raises(TypeError, match="knows the encoders of .*AST and .*Whisper, got a Linear"):
+        set_inference_mode(model, "cuda_graph")
+
+
+def test_cuda_graph_on_cpu_warns_once_and_runs_eagerly(tiny_ast_dir, caplog):
+    ast = adapted_ast(tiny_ast_dir).eval()
+    wavs, lens = torch.randn(3, 8000), torch.tensor([1.0, 0.7, 0.4])
+    with torch.no_grad():
+        expected = ast(wavs, lens)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert set_inference_mode(ast, "cuda_graph") is None
+        with torch.no_grad():
+            for _ in range(2):
+                torch.testing.assert_close(ast(wavs, lens), expected, rtol=0, atol=0)
+    (warning,) = warnings_of(caplog)
+    assert "needs the model on a CUDA device, but AST is on cpu" in warning.getMessage()
+    assert "--device=cuda:0" in warning.getMessage()
+    assert "encode" not in vars(ast)
+
+
+def test_graphed_encoder_keeps_the_module_tree_and_shares_the_parameters(tiny_ast_dir):
+    ast = adapted_ast(tiny_ast_dir)
+    state = ast.state_dict(keep_vars=True)
+    modules = [name for name, _ in ast.named_modules()]
+    graphed = graph_encoder(ast)
+    assert isinstance(graphed, GraphedEncoder) and ast.encode is graphed
+    assert graphed.method == "encode" and graphed.graphs.module.lobe is ast
+    assert [name for name, _ in ast.named_modules()] == modules
+    after = ast.state_dict(keep_vars=True)
+    assert list(after) == list(state) and all(after[k] is state[k] for k in state)
+    # A checkpoint loaded in place reaches the graphed encoder: it runs the same parameters.
+    graphed_params = dict(graphed.graphs.named_parameters())
+    assert all(graphed_params[f"module.lobe.{name}"] is p for name, p in ast.named_parameters())
+
+    set_inference_mode(ast, "eager")
+    assert "encode" not in vars(ast) and ast.encode.__func__ is AST.encode
+
+
+def test_graphed_encoder_leaves_training_and_evaluation_unchanged(tiny_ast_dir):
+    eager = adapted_ast(tiny_ast_dir)
+    graphed_ast = copy.deepcopy(eager)
+    graphed = graph_encoder(graphed_ast)
+    wavs, lens = torch.randn(2, 8000), torch.tensor([1.0, 0.6])
+
+    for model in (eager, graphed_ast):
+        model.train()
+        model(wavs, lens).pow(2).sum().backward()
+    trainable = [n for n, p in graphed_ast.named_parameters() if p.requires_grad]
+    assert any("mamba" in n for n in trainable)
+    assert_same_gradients(graphed_ast, eager, trainable)
+
+    for model in (eager, graphed_ast):
+        model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(graphed_ast(wavs, lens), eager(wavs, lens), rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(graphed_ast(wavs, lens), eager(wavs, lens), rtol=1e-2, atol=1e-2)
+    assert graphed.graphs.captures == 0  # CPU inputs: nothing to capture
+
+
+def test_training_drops_the_graphs_of_the_last_evaluation(tiny_ast_dir):
+    ast = adapted_ast(tiny_ast_dir)
+    graphed = graph_encoder(ast)
+    graphed.graphs._graphs["stands for a captured graph"] = object()
+    feats = ast.compute_features(torch.randn(2, 8000))
+    with torch.no_grad():
+        ast.eval().encode(feats)
+    assert len(graphed.graphs._graphs) == 1  # kept over evaluation batches
+    ast.train().encode(feats)
+    assert graphed.graphs._graphs == {}  # their memory is free for training
+
+
+def test_distributed_wrapper_is_looked_through(tiny_ast_dir, tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ast = adapted_ast(tiny_ast_dir)
+        wrapped = DistributedDataParallel(ast)
+        graphed = graph_encoder(wrapped)
+        assert ast.encode is graphed and "encode" not in vars(wrapped)
+        wrapped(torch.randn(2, 8000)).sum().backward()  # DDP's forward reaches the override
+        assert all(p.grad is not None for p in ast.parameters() if p.requires_grad)
+        set_inference_mode(wrapped, "eager")
+        assert "encode" not in vars(ast)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_whisper_encoder_is_graphed_and_trains_as_before(tiny_whisper_dir, tmp_path):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    torch.manual_seed(0)
+    eager = inject(Whisper(tiny_whisper_dir, save_path=str(tmp_path)), method="bottleneck", rank=4)
+    with torch.no_grad():
+        for p in eager.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    whisper = copy.deepcopy(eager)
+    graphed = graph_encoder(whisper)
+    assert whisper.forward_encoder is graphed and graphed.method == "forward_encoder"
+    assert list(whisper.state_dict()) == list(eager.state_dict())
+    wavs = torch.randn(2, 16000)
+    tokens = torch.tensor([[whisper.model.config.decoder_start_token_id] * 2] * 2)
+
+    for model in (eager, whisper):
+        model.train()
+        encoded, logits, _ = model(wavs, tokens)
+        (encoded.pow(2).mean() + logits.pow(2).mean()).backward()
+    assert_same_gradients(whisper, eager, [n for n, p in whisper.named_parameters() if p.requires_grad])
+
+    with torch.no_grad():
+        outputs = [model.eval()(wavs, tokens)[:2] for model in (eager, whisper)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_graph_key_holds_the_autocast_state():
+    fast = CUDAGraphModule(torch.nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    plain = fast._key((x,))
+    assert plain == fast._key((torch.randn(3, 4),))  # same shapes, same graph
+    assert plain != fast._key((torch.randn(5, 4),))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = fast._key((x,))
+        with torch.autocast("cpu", enabled=False):
+            assert fast._key((x,)) == plain  # a disabled autocast is no autocast
+    with torch.autocast("cpu", dtype=torch.float16):
+        fp16 = fast._key((x,))
+    assert len({plain, bf16, fp16}) == 3
+    assert plain[0] == (False, None) and bf16[0] == (True, torch.bfloat16)
+
+
+def test_autocast_state_follows_the_device_type():
+    assert autocast_state("cpu") == (False, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_state("cpu") == (True, torch.bfloat16)
+        assert autocast_state("cuda") == (False, None)
