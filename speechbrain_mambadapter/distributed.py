@@ -114,7 +114,7 @@ def sum_over_ranks(value, device="cpu"):
     return tensor.item()
 
 
-SORTINGS = ("random", "none")
+SORTING_MODES = ("random", "none")
 
 
 def check_sorting(sorting):
@@ -136,7 +136,7 @@ def check_sorting(sorting):
       ...
     ValueError: sorting='ascending' is not supported: use random (reshuffled every epoch) or ...
     """
-    if sorting not in SORTINGS:
+    if sorting not in SORTING_MODES:
         raise ValueError(
             f"sorting={sorting!r} is not supported: use random (reshuffled every epoch) or none "
             "(the manifest's order)."
@@ -284,3 +284,16 @@ class StepLossLog:
 
 def _is_main():
     return not is_distributed() or dist.get_rank() == 0
+
+
+def shutdown_process_group():
+    """Leaves the process group at the end of a ``torchrun`` recipe (no-op without one).
+
+    Without it PyTorch warns at exit that ``destroy_process_group()`` was not called.
+
+    Example
+    -------
+    >>> shutdown_process_group()
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

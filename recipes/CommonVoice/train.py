@@ -224,3 +224,4 @@ if __name__ == "__main__":
     )
 
     asr_brain.evaluate(test_data, min_key="WER", test_loader_kwargs=hparams["test_loader_kwargs"])
+    distributed.shutdown_process_group()  # under torchrun (a no-op otherwise)

@@ -23,6 +23,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_mambadapter.classification import AudioClassificationBrain, dataio_prepare
+from speechbrain_mambadapter.distributed import shutdown_process_group
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from urbansound8k_prepare import prepare_urbansound8k  # noqa: E402
@@ -73,3 +74,5 @@ if __name__ == "__main__":
         max_key="accuracy",
         test_loader_kwargs=hparams["test_dataloader_opts"],
     )
+    # Under torchrun: leave the process group cleanly (a no-op otherwise).
+    shutdown_process_group()
