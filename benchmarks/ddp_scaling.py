@@ -68,9 +68,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("recipe", choices=["gsc", "commonvoice"])
-    parser.add_argument("--work", type=Path, required=True, help="data, models and run folders")
-    parser.add_argument("--out", type=Path, required=True, help="where the JSON summary goes")
+    parser.add_argument("recipe", nargs="?", choices=["gsc", "commonvoice"])
+    parser.add_argument("--work", type=Path, help="data, models and run folders")
+    parser.add_argument("--out", type=Path, help="where the JSON summary goes")
+    parser.add_argument("--from-json", nargs="+", help="summarise results written earlier instead of running")
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--per-gpu-batch", type=int, default=None, help="default: the recipe's")
@@ -91,7 +92,10 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="e.g. cpu, to try the script without GPUs")
     parser.add_argument("--backend", default="nccl", help="torch.distributed backend (gloo on CPU)")
     parser.add_argument("--model-config", default=None, help="JSON overriding the model's config")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.from_json and (args.recipe is None or args.work is None or args.out is None):
+        parser.error("the recipe, --work and --out are required (unless --from-json)")
+    return args
 
 
 def build_data(args):
@@ -204,12 +208,21 @@ def read_steps(path):
 
 
 def throughput(steps, warmup):
-    """Examples per second from the end of step ``warmup`` to the end of the last step."""
-    warmup = min(warmup, len(steps) - 2)
+    """Examples per second over the steps after ``warmup``, without the epoch's last step.
+
+    Returns ``(mean, median)``: ``mean`` is examples / time over those steps (every stall
+    counted); ``median`` is the median of the steps' own examples / duration (the steady state,
+    stalls left out). The last step is left out of both: its batch is usually smaller (a new
+    shape, whose first kernels cost a few hundred ms).
+    """
+    warmup = min(warmup, len(steps) - 3)
     if warmup < 0:
-        raise ValueError("A throughput needs at least 2 logged steps.")
-    examples = sum(step["examples"] for step in steps[warmup + 1 :])
-    return examples / (steps[-1]["time"] - steps[warmup]["time"])
+        raise ValueError("A throughput needs at least 3 logged steps.")
+    timed = steps[warmup:-1]
+    examples = sum(step["examples"] for step in timed[1:])
+    mean = examples / (timed[-1]["time"] - timed[0]["time"])
+    rates = [b["examples"] / (b["time"] - a["time"]) for a, b in zip(timed, timed[1:])]
+    return mean, statistics.median(rates)
 
 
 def compare(one, many):
@@ -229,6 +242,10 @@ def compare(one, many):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_json:
+        for path in args.from_json:
+            summarize(json.loads(Path(path).read_text()), args.warmup)
+        return None
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -265,21 +282,33 @@ def main(argv=None):
             "wall_s": round(seconds, 1),
             "steps": len(steps),
             "train_s": steps[-1]["time"],
-            "examples_per_s": throughput(steps, args.warmup),
+            "step_log": steps,
         }
-        results["runs"][gpus]["step_log"] = steps
-    one, many = (results["runs"][g] for g in (1, args.gpus))
+    (args.out / f"ddp_{tag}.json").write_text(json.dumps(summarize(results, args.warmup), indent=1))
+    return results
+
+
+def summarize(results, warmup):
+    """Adds the throughputs, speed-ups and loss agreement to ``results``; prints a table."""
+    runs = {int(gpus): run for gpus, run in results["runs"].items()}  # JSON keys are strings
+    gpus = max(runs)
+    one, many = runs[1], runs[gpus]
+    for run in (one, many):
+        run["examples_per_s"], run["examples_per_s_median"] = throughput(run["step_log"], warmup)
     results["speedup"] = many["examples_per_s"] / one["examples_per_s"]
+    results["speedup_median"] = many["examples_per_s_median"] / one["examples_per_s_median"]
     lines = [
-        f"| {args.recipe} {args.precision} {args.scaling} | 1 GPU x{one['batch_per_process']} | "
-        f"{args.gpus} GPUs x{many['batch_per_process']} |",
+        f"| {results['recipe']} {results['precision']} {results['scaling']} | 1 GPU "
+        f"x{one['batch_per_process']} | {gpus} GPUs x{many['batch_per_process']} |",
         "|---|---|---|",
-        f"| examples/s (after {args.warmup} steps) | {one['examples_per_s']:.1f} | "
+        f"| examples/s, steps {warmup + 1} to last-1 | {one['examples_per_s']:.1f} | "
         f"{many['examples_per_s']:.1f} (x{results['speedup']:.2f}) |",
+        f"| examples/s, median step | {one['examples_per_s_median']:.1f} | "
+        f"{many['examples_per_s_median']:.1f} (x{results['speedup_median']:.2f}) |",
         f"| steps | {one['steps']} | {many['steps']} |",
         f"| wall (whole run) | {one['wall_s']} s | {many['wall_s']} s |",
     ]
-    if args.scaling == "strong":
+    if results["scaling"] == "strong":
         match = results["loss_match"] = compare(one["step_log"], many["step_log"])
         lines.append(
             f"| per-step loss: max rel diff {match['max_rel_diff']:.2e}, median "
@@ -287,7 +316,6 @@ def main(argv=None):
             f"{match['first_loss'][0]:.4f} / {match['first_loss'][1]:.4f} | last "
             f"{match['last_loss'][0]:.4f} / {match['last_loss'][1]:.4f} |"
         )
-    (args.out / f"ddp_{tag}.json").write_text(json.dumps(results, indent=1))
     print("\n" + "\n".join(lines), flush=True)
     return results
 
