@@ -201,3 +201,18 @@ def test_autocast_state_follows_the_device_type():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert autocast_state("cpu") == (True, torch.bfloat16)
         assert autocast_state("cuda") == (False, None)
+
+
+def test_hf_mask_workaround_only_during_capture_and_only_without_padding():
+    from transformers import masking_utils
+
+    from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
+
+    original = masking_utils._ignore_bidirectional_mask_sdpa
+    with _hf_masks_as_eager():
+        patched = masking_utils._ignore_bidirectional_mask_sdpa
+        assert patched is not original
+        assert patched(None, 590) is True  # no padding mask: no mask, as in eager
+        padding = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+        assert patched(padding, 3) == original(padding, 3)  # a real padding mask is left to HF
+    assert masking_utils._ignore_bidirectional_mask_sdpa is original
