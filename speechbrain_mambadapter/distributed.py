@@ -78,13 +78,8 @@ def mean_over_ranks(value, device="cpu"):
     >>> mean_over_ranks(torch.tensor(2.5))
     2.5
     """
-    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-    if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_reduction_device(device))
     # SUM then divide: ReduceOp.AVG is not implemented by gloo.
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.item() / dist.get_world_size()
+    return sum_over_ranks(value, device) / world_size()
 
 
 def sum_over_ranks(value, device="cpu"):
@@ -92,8 +87,8 @@ def sum_over_ranks(value, device="cpu"):
 
     Arguments
     ---------
-    value : int or float
-        This rank's number.
+    value : int, float or torch.Tensor
+        This rank's number (a one-element tensor is read, detached).
     device : str or torch.device
         The rank's device (used by the NCCL backend).
 
@@ -106,7 +101,7 @@ def sum_over_ranks(value, device="cpu"):
     >>> sum_over_ranks(3)
     3.0
     """
-    value = float(value)
+    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
     if not is_distributed():
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=_reduction_device(device))
