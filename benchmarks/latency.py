@@ -3,7 +3,9 @@
 Random weights (latency does not depend on values), inputs as Whisper sees them: 80 x 3000
 log-mel frames (30 s; shorter audio is padded to 30 s). Scenarios: streaming (batch 1),
 mid (batch 8), batch (batch 32). Variants: plain encoder, + Bottleneck (r=64), + Conformer
-(r=48), + LoRA (r=32), + MambAdapter (r=104), all Pfeiffer, the paper's Whisper ranks.
+(r=48), + LoRA (r=32), + MambAdapter (r=104), all Pfeiffer, the paper's Whisper ranks;
+``+overlap``: the adapter's rank-wide part on a side stream, concurrent with the FFN
+(``injection.set_adapter_overlap``).
 Modes: ``eager`` (PyTorch as is) and ``graph`` (``CUDAGraphModule``: the whole encoder
 replayed as one CUDA graph). Each figure is the median of ``--repeats`` timed forwards after
 warm-up (CUDA events); overheads are ratios to the plain encoder in the same run, dtype and
@@ -22,6 +24,7 @@ import torch
 
 from speechbrain_mambadapter import inject
 from speechbrain_mambadapter.fast_inference import CUDAGraphModule
+from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.params import build_backbone
 
@@ -32,6 +35,9 @@ VARIANTS = {
     "conformer": dict(method="conformer", placement="pfeiffer", rank=48),
     "lora": dict(method="lora", rank=32),
     "mambadapter": dict(method="mambadapter", placement="pfeiffer", rank=104),
+    # The same adapters with their rank-wide part on a side stream, overlapping the FFN.
+    "bottleneck+overlap": dict(method="bottleneck", placement="pfeiffer", rank=64, overlap=True),
+    "mambadapter+overlap": dict(method="mambadapter", placement="pfeiffer", rank=104, overlap=True),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -51,7 +57,10 @@ def build(variant, dtype):
     torch.manual_seed(0)
     encoder = build_backbone("whisper-small-encoder", device="cpu")
     if VARIANTS[variant] is not None:
-        inject(encoder, **VARIANTS[variant])
+        kwargs = dict(VARIANTS[variant])
+        overlap = kwargs.pop("overlap", False)
+        inject(encoder, **kwargs)
+        set_adapter_overlap(encoder, overlap)
         with torch.no_grad():  # zero-initialised up-projections would time GEMMs on zeros
             for p in encoder.parameters():
                 if p.requires_grad:

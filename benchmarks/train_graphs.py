@@ -9,7 +9,7 @@ graphed variant wraps the encoder (``AST.encode``) with ``torch.cuda.make_graphe
 optimiser stay eager). It also checks that both variants follow the same losses from the same
 initial weights. Usage (GPU)::
 
-    python benchmarks/train_graphs.py [--batch 32] [--frames 500] [--steps 20]
+    python benchmarks/train_graphs.py [--batch 32] [--frames 500] [--steps 20] [--overlap]
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from speechbrain_mambadapter import inject
 from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
+from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
 from speechbrain_mambadapter.training import AdamW
 
@@ -47,9 +48,10 @@ class Encode(torch.nn.Module):
         return self.lobe.encode(feats)
 
 
-def build(source, frames, method, seed=0):
+def build(source, frames, method, overlap=False, seed=0):
     torch.manual_seed(seed)
     lobe = inject(AST(source=source, max_length=frames), **METHODS[method]).cuda().train()
+    set_adapter_overlap(lobe, overlap)
     head = torch.nn.Linear(768, 35).cuda()
     return lobe, head
 
@@ -86,6 +88,11 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="adapters' rank-wide part on a side stream (set_adapter_overlap)",
+    )
     args = parser.parse_args(argv)
     source = save_random_ast(tempfile.mkdtemp(), max_length=args.frames, **AST_BASE)
     samples = int((args.frames - 1) * 160 + 400)
@@ -101,7 +108,7 @@ def main(argv=None):
     for method in METHODS:
         losses = {}
         for graphed in (False, True):
-            lobe, head = build(source, args.frames, method)
+            lobe, head = build(source, args.frames, method, args.overlap)
             feats_example = lobe.compute_features(batches[0][0]).detach()
             step = make_step(lobe, head, graphed, feats_example)
             # Same initial weights for both variants: the first 4 losses are compared.

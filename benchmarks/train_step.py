@@ -20,6 +20,7 @@ import statistics
 import torch
 
 from speechbrain_mambadapter import inject
+from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.training import AdamW
 
@@ -106,28 +107,51 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--overlap",
+        default="off",
+        choices=("off", "on", "both"),
+        help="adapters' rank-wide part on a side stream (injection.set_adapter_overlap)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="all",
+        help="comma-separated case indices (0: AST Pfeiffer, 1: AST Houlsby, 2: Whisper ASR), or all",
+    )
     args = parser.parse_args()
+    overlaps = {"off": (False,), "on": (True,), "both": (False, True)}[args.overlap]
+    cases = CASES if args.cases == "all" else [CASES[int(i)] for i in args.cases.split(",")]
     print(
         f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fused Mamba: {FUSED_KERNELS_AVAILABLE}"
     )
     rows = []
-    for name, build, placement, ranks in CASES:
-        for method, rank in ranks.items():
-            model, head, loss_fn = build(method, placement, rank)
-            ms, peak = time_steps(model, head, loss_fn, args.repeats)
-            rows.append(dict(case=name, placement=placement, method=method, rank=rank, ms=ms, peak_mib=peak))
-            del model, head
-            torch.cuda.empty_cache()
-    print("| case | placement | method | rank | step ms | peak MiB | time vs bottleneck |")
-    print("|---|---|---|---|---|---|---|")
+    for name, build, placement, ranks in cases:
+        for overlap in overlaps:
+            for method, rank in ranks.items():
+                model, head, loss_fn = build(method, placement, rank)
+                set_adapter_overlap(model, overlap)
+                ms, peak = time_steps(model, head, loss_fn, args.repeats)
+                rows.append(
+                    dict(case=name, placement=placement, method=method, rank=rank, overlap=overlap, ms=ms,
+                         peak_mib=peak)
+                )  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+                del model, head
+                torch.cuda.empty_cache()
+    print("| case | placement | overlap | method | rank | step ms | peak MiB | time vs bottleneck |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ref = next(
             x
             for x in rows
-            if (x["case"], x["placement"], x["method"]) == (r["case"], r["placement"], "bottleneck")
+            if (x["case"], x["placement"], x["overlap"], x["method"])
+            == (r["case"], r["placement"], r["overlap"], "bottleneck")
         )
         ratio = r["ms"] / ref["ms"]
-        print(f"| {r['case']} | {r['placement']} | {r['method']} | {r['rank']} | {r['ms']:.1f} | ", end="")
+        print(
+            f"| {r['case']} | {r['placement']} | {'on' if r['overlap'] else 'off'} | {r['method']} | ", end=""
+        )
+        print(f"{r['rank']} | {r['ms']:.1f} | ", end="")
         print(f"{r['peak_mib']:.0f} | ×{ratio:.2f} |")
     if args.json:
         with open(args.json, "w") as f:

@@ -43,9 +43,17 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
+    def reduce(self, x):
+        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``[B, T, rank]``."""
+        return self.down(x)
+
+    def transform(self, h):
+        """The rest of the encoder, rank-wide: ``[B, T, rank]`` -> code ``[B, T, rank]``."""
+        return self.dropout(self.act(h))
+
     def encode(self, x):
         """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``."""
-        return self.dropout(self.act(self.down(x)))
+        return self.transform(self.reduce(x))
 
     def decode(self, code):
         """Bottleneck code ``[B, T, rank]`` -> ``[B, T, d_model]``."""

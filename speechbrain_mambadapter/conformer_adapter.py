@@ -55,11 +55,18 @@ class ConformerAdapter(nn.Module):
         nn.init.zeros_(self.pointwise_out.weight)
         nn.init.zeros_(self.pointwise_out.bias)
 
+    def reduce(self, x):
+        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``[B, rank, T]``."""
+        h = self.norm(x).transpose(1, 2)  # [B, d_model, T]
+        return self.glu(self.pointwise_in(h))
+
+    def transform(self, h):
+        """The rest of the encoder, rank-wide: ``[B, rank, T]`` -> code ``[B, rank, T]``."""
+        return self.act(self.batch_norm(self.depthwise(h)))
+
     def encode(self, x):
         """``[B, T, d_model]`` -> bottleneck code ``[B, rank, T]``."""
-        h = self.norm(x).transpose(1, 2)  # [B, d_model, T]
-        h = self.glu(self.pointwise_in(h))
-        return self.act(self.batch_norm(self.depthwise(h)))
+        return self.transform(self.reduce(x))
 
     def decode(self, code):
         """Bottleneck code ``[B, rank, T]`` -> ``[B, T, d_model]``."""

@@ -58,6 +58,8 @@ Authors
 
 import inspect
 
+import torch
+
 from speechbrain_mambadapter.backbones import attention_projections, find_backbone, first_input
 from speechbrain_mambadapter.bitfit import bitfit_parameters
 from speechbrain_mambadapter.bottleneck import Bottleneck
@@ -71,6 +73,20 @@ PLACEMENTS = ("pfeiffer", "houlsby")
 ADAPTER_METHODS = ("mambadapter", "bottleneck", "conformer")
 
 
+def _side_stream(device):
+    """The side stream of ``device`` on which parallel adapters overlap their sub-layer."""
+    index = torch.device(device).index
+    if index is None:
+        index = torch.cuda.current_device()
+    stream = _SIDE_STREAMS.get(index)
+    if stream is None:
+        stream = _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return stream
+
+
+_SIDE_STREAMS = {}
+
+
 class _ParallelTap:
     """Runs an adapter on a sub-layer's input and adds the result to the sub-layer's output.
 
@@ -79,6 +95,15 @@ class _ParallelTap:
     the d_model-wide output instead would hold one extra [B, T, d_model] tensor alive through
     the feed-forward's widest activation: +8 % peak memory for Whisper-small at batch 32
     (``benchmarks/RESULTS.md``).
+
+    On CUDA, with ``adapter.overlap`` true (see :func:`set_adapter_overlap`), the rank-wide
+    part of the encoder (``adapter.transform``: the Mamba block, for a MambAdapter) runs on a
+    side stream while the frozen sub-layer runs on the current one; the output hook joins the
+    two streams before decoding. The kernels are the same, so is the result. Autograd runs
+    each backward kernel on its forward's stream, so the backward overlaps too; CUDA graphs
+    capture the two streams as parallel branches. Only the rank-wide input ``h`` crosses to
+    the side stream, and it is kept referenced until the join, so the caching allocator
+    cannot hand its memory to the current stream while the side stream reads it.
 
     A plain object whose bound methods are the hooks, so ``copy.deepcopy`` of the model
     rebinds them to the copied adapter (a closure would keep pointing at the original).
@@ -89,7 +114,16 @@ class _ParallelTap:
         self._pending = None
 
     def read(self, module, args, kwargs):
-        self._pending = self.adapter.encode(first_input(args, kwargs))
+        x = first_input(args, kwargs)
+        if not (x.is_cuda and getattr(self.adapter, "overlap", False)):
+            self._pending = (self.adapter.encode(x), None, None)
+            return
+        h = self.adapter.reduce(x)
+        side = _side_stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            code = self.adapter.transform(h)
+        self._pending = (code, side, h)
 
     def write(self, module, args, output):
         if self._pending is None:
@@ -97,11 +131,47 @@ class _ParallelTap:
                 f"The adapter on {type(module).__name__} found no input: the sub-layer's output module "
                 "ran without its input module; this layer layout is not supported."
             )
-        code, self._pending = self._pending, None
+        (code, side, _), self._pending = self._pending, None
+        if side is not None:
+            torch.cuda.current_stream(code.device).wait_stream(side)
         delta = self.adapter.decode(code)
         if isinstance(output, tuple):
             return (output[0] + delta,) + tuple(output[1:])
         return output + delta
+
+
+def set_adapter_overlap(model, enabled=True):
+    """Run the parallel adapters of ``model`` on a side stream, overlapping their sub-layer (CUDA).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A model ``inject`` put parallel adapters into (``mambadapter``, ``bottleneck``,
+        ``conformer``); other modules are left alone.
+    enabled : bool
+        True: on CUDA inputs each adapter's rank-wide part runs concurrently with the frozen
+        sub-layer it is attached to (same kernels, same results). False: one stream.
+
+    Returns
+    -------
+    int
+        The number of adapters set.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
+    >>> encoder = inject(TransformerEncoder(num_layers=2, nhead=2, d_ffn=16, d_model=8),
+    ...                  method="mambadapter", rank=4, d_state=4)
+    >>> set_adapter_overlap(encoder, False)
+    2
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, (MambAdapter, Bottleneck, ConformerAdapter)):
+            module.overlap = bool(enabled)
+            count += 1
+    return count
 
 
 def _sites(backbone, placement):

@@ -145,12 +145,19 @@ class MambAdapter(nn.Module):
         """The ``SharedProjections`` this adapter uses."""
         return self._projections[0]
 
-    def encode(self, x, lengths=None):
-        """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``: ``dropout(Mamba(x W_down))``."""
-        h = self.projections.down(x)
+    def reduce(self, x):
+        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``x W_down``, rank-wide."""
+        return self.projections.down(x)
+
+    def transform(self, h, lengths=None):
+        """The rest of the encoder, rank-wide: ``[B, T, rank]`` -> code ``dropout(Mamba(h))``."""
         if self.mamba is not None:
             h = self.mamba(h, lengths)
         return self.dropout(h)
+
+    def encode(self, x, lengths=None):
+        """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``: ``dropout(Mamba(x W_down))``."""
+        return self.transform(self.reduce(x), lengths)
 
     def decode(self, code):
         """Bottleneck code ``[B, T, rank]`` -> ``alpha * (code W_up + b_up)``, ``[B, T, d_model]``."""
