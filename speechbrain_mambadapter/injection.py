@@ -87,6 +87,16 @@ def _side_stream(device):
 _SIDE_STREAMS = {}
 
 
+def _multi_process():
+    # DistributedDataParallel launches each bucket's all-reduce after the stream of the gradient
+    # that completed the bucket; a gradient made on the side stream could still be in flight.
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and (torch.distributed.get_world_size() > 1)
+    )
+
+
 class _ParallelTap:
     """Runs an adapter on a sub-layer's input and adds the result to the sub-layer's output.
 
@@ -115,7 +125,7 @@ class _ParallelTap:
 
     def read(self, module, args, kwargs):
         x = first_input(args, kwargs)
-        if not (x.is_cuda and getattr(self.adapter, "overlap", False)):
+        if not (x.is_cuda and getattr(self.adapter, "overlap", False)) or _multi_process():
             self._pending = (self.adapter.encode(x), None, None)
             return
         h = self.adapter.reduce(x)
@@ -150,7 +160,9 @@ def set_adapter_overlap(model, enabled=True):
         ``conformer``); other modules are left alone.
     enabled : bool
         True: on CUDA inputs each adapter's rank-wide part runs concurrently with the frozen
-        sub-layer it is attached to (same kernels, same results). False: one stream.
+        sub-layer it is attached to (same kernels, same results). False: one stream. Under
+        ``torch.distributed`` with several processes the adapters stay on one stream
+        (``DistributedDataParallel`` only orders its all-reduces after the current stream).
 
     Returns
     -------
