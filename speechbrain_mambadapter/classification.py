@@ -24,9 +24,12 @@ Keys the Brain reads from the hparams: ``ast`` and ``classifier`` (in ``modules`
 ``train_logger``, ``metrics_file``, ``confusion_matrix_file``, ``classes`` (set by
 ``dataio_prepare``), and ``dataset``, ``experiment``, ``fold``, ``seed`` (recorded in the
 metrics file for ``speechbrain_mambadapter.results``). Optional: ``step_log`` (a path: one JSON
-line per training batch, see ``distributed.StepLossLog``; null or absent: none) and
+line per training batch, see ``distributed.StepLossLog``; null or absent: none),
 ``inference_mode`` (``eager``, the default, or ``cuda_graph``: validation and test replay the AST
-encoder as CUDA graphs, see ``fast_inference.set_inference_mode``).
+encoder as CUDA graphs, see ``fast_inference.set_inference_mode``) and ``train_mode`` (``eager``,
+the default, or ``cuda_graph``: training replays the AST encoder's forward and backward as CUDA
+graphs captured at the first batch, on CUDA only; batches of another size, such as an epoch's
+last, run eagerly; it composes with ``--precision=bf16``, see ``fast_inference.set_train_mode``).
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -219,6 +222,7 @@ class AudioClassificationBrain(sb.Brain):
         self.epoch = 0
         # Once, on the unwrapped lobe: DDP, added later, calls the same lobe's forward.
         fast_inference.set_inference_mode(self.modules.ast, getattr(self.hparams, "inference_mode", "eager"))
+        fast_inference.set_train_mode(self.modules.ast, getattr(self.hparams, "train_mode", "eager"))
 
     def compute_forward(self, batch, stage):
         """Logits ``[B, n_classes]`` of a batch of waveforms."""

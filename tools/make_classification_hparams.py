@@ -271,8 +271,12 @@ num_workers: 4
 sorting: random
 step_log: null  # a path: one JSON line per training batch (loss, examples, time)
 # cuda_graph: validation and test replay the AST encoder as CUDA graphs, one per batch size
-# (needs --device=cuda:N; fastest with --eval_precision=bf16); training stays eager.
+# (needs --device=cuda:N; fastest with --eval_precision=bf16).
 inference_mode: eager  # eager | cuda_graph
+# cuda_graph: training replays the AST encoder's forward and backward as CUDA graphs, captured at
+# the first batch (needs --device=cuda:N; composes with --precision=bf16); batches of another
+# size, such as an epoch's last, run eagerly.
+train_mode: eager  # eager | cuda_graph
 {ADAPTER_DROPOUT if inject["method"] == "mambadapter" else ""}
 train_dataloader_opts:
     batch_size: !ref <batch_size>

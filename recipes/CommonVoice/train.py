@@ -19,6 +19,9 @@ Several GPUs (DistributedDataParallel; dev and test are sharded too, their WER m
 
 ``--batch_size`` is per GPU; ``--step_log=<file>`` writes one JSON line per training batch.
 ``--inference_mode=cuda_graph`` replays Whisper's encoder as CUDA graphs on dev and test (GPU).
+``--train_mode=cuda_graph`` replays the encoder's forward and backward as CUDA graphs in training
+(GPU; captured at the first batch, batches of another size such as an epoch's last run eagerly;
+composes with ``--precision=bf16``); the decoder, loss and optimiser stay eager.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -46,10 +49,12 @@ class ASR(sb.Brain):
         distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
         self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
         self.epoch = 0
-        # The encoder of dev and test decoding through CUDA graphs (the decoder stays eager).
+        # The encoder of dev and test decoding, and of training, through CUDA graphs (the decoder
+        # stays eager).
         fast_inference.set_inference_mode(
             self.modules.whisper, getattr(self.hparams, "inference_mode", "eager")
         )
+        fast_inference.set_train_mode(self.modules.whisper, getattr(self.hparams, "train_mode", "eager"))
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """As ``Brain.make_dataloader``; under DDP dev and test are sharded over the ranks too."""

@@ -2,9 +2,17 @@
 module under bf16 autocast (also after its weights change in place), the encoders of the AST and
 Whisper lobes as the recipes' ``inference_mode: cuda_graph`` routes them, and a whole recipe
 (test metrics of ``--inference_mode=cuda_graph`` against ``eager``).
+
+CUDA-graph training (``train_mode: cuda_graph``) follows eager training: a module with BatchNorm
+under gradient accumulation, the AST lobe (fp32 and bf16, the epoch's smaller last batch eager),
+the Whisper lobe, training and evaluation graphs alternating on one lobe, the lobe inside
+``DistributedDataParallel``, and a whole recipe run.
 """
 
+import contextlib
+import copy
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -12,9 +20,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import CUDAGraphModule, set_inference_mode
+from speechbrain_mambadapter.fast_inference import (
+    CUDAGraphModule,
+    CUDAGraphTrainingModule,
+    set_inference_mode,
+    set_train_mode,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -184,16 +198,17 @@ def test_whisper_lobe_encoder_replays_graphs_matching_eager(tiny_whisper_dir, tm
 CAPTURED = "CUDAGraphModule: captured"
 
 
-def run_esc50(output, tiny_ast_dir, *flags):
+def run_esc50(output, tiny_ast_dir, *flags, batch_size=2):
     """``python recipes/ESC50/train.py hparams/mambadapter.yaml`` on the samples, on cuda:0 in
-    bf16; returns its console output and metrics."""
+    bf16; returns its console output and metrics. The default batch size of 2 splits the 3 valid
+    and 3 test clips into batches of 2 and 1, so two graphs per evaluation stage."""
     recipe = ROOT / "recipes" / "ESC50"
     command = [
         sys.executable, str(recipe / "train.py"), str(recipe / "hparams" / "mambadapter.yaml"),
         f"--data_folder={ROOT / 'tests' / 'samples' / 'ESC50'}",
         f"--prepared_folder={output.parent / 'prepared'}", f"--output_folder={output}",
         f"--pretrained_source={tiny_ast_dir}", "--n_classes=3", "--num_workers=0", "--max_length=100",
-        "--batch_size=2",  # 3 valid and 3 test clips: batches of 2 and 1, so two graphs per stage
+        f"--batch_size={batch_size}",
         "--device=cuda:0", "--precision=bf16", "--eval_precision=bf16", *flags,
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -221,3 +236,262 @@ def test_recipe_with_cuda_graphs_gives_the_eager_test_metrics(tiny_ast_dir, tmp_
     assert eager["test_clips"] == graph["test_clips"] == 3
     assert abs(graph["test_accuracy"] - eager["test_accuracy"]) <= 1e-2
     assert abs(graph["test_loss"] - eager["test_loss"]) <= 1e-2
+
+
+# train_mode: cuda_graph
+
+LOGGER = "speechbrain_mambadapter.fast_inference"
+# fp32: graph and eager run the same kernels; what differs is the order of a few atomic additions.
+FP32 = dict(rtol=1e-4, atol=1e-5)
+
+
+def autocast(dtype):
+    """SpeechBrain's training context for ``--precision``: bf16 autocast (cast cache on), or none."""
+    if dtype == torch.bfloat16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def assert_close_vectors(got, expected, rtol):
+    """``got`` is ``expected`` within ``rtol`` of its norm (gradients and weights compared whole:
+    the smallest entries of a bf16 gradient carry little relative precision)."""
+    assert expected.norm() > 0
+    assert (got - expected).norm() <= rtol * expected.norm(), float((got - expected).norm() / expected.norm())
+
+
+def test_training_module_follows_eager_with_batch_norm_and_gradient_accumulation():
+    torch.manual_seed(0)
+    eager = (
+        torch.nn.Sequential(
+            torch.nn.Linear(64, 128), torch.nn.BatchNorm1d(128), torch.nn.GELU(), torch.nn.Linear(128, 64)
+        )
+        .cuda()
+        .train()
+    )
+    model = copy.deepcopy(eager)
+    fast = CUDAGraphTrainingModule(model)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, model)]
+    for step in range(3):
+        micro_batches = [torch.randn(16, 64, device="cuda") for _ in range(2)]
+        for net in (eager, fast):
+            for x in micro_batches:  # two backward passes into the same .grad
+                net(x).pow(2).mean().backward()
+        for p, q in zip(model.parameters(), eager.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, **FP32)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=step == 0)  # in place after the first step, as Brain does
+    assert fast.captures == 1
+    # The capture's warm-up passes left no trace in the running statistics.
+    for got, expected in zip(model.buffers(), eager.buffers()):
+        torch.testing.assert_close(got, expected, **FP32)
+    for got, expected in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(got, expected, **FP32)
+
+
+def adapted_ast_and_head(tiny_ast_dir, seed=0):
+    """A tiny AST with MambAdapters (no dropout, so that eager and graphed runs draw nothing) and a
+    linear head, on the CPU: copy it before moving, so that both runs start from the same weights."""
+    from speechbrain_mambadapter.lobes.ast import AST
+
+    torch.manual_seed(seed)
+    ast = inject(AST(source=tiny_ast_dir), method="mambadapter", placement="houlsby", rank=8, dropout=0.0)
+    return randomise_trainable(ast), torch.nn.Linear(ast.hidden_size, 5)
+
+
+def classification_batches(sizes, seed=1):
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    return [
+        (
+            0.1 * torch.randn(size, 16000, device="cuda", generator=generator),
+            torch.randint(0, 5, (size,), device="cuda", generator=generator),
+        )
+        for size in sizes
+    ]
+
+
+def train_classifier(ast, head, batches, dtype):
+    """Optimiser steps as the classification Brain takes them; returns the losses and, per step,
+    the gradient of the AST's trainable parameters (all of them must have one)."""
+    ast.train(), head.train()
+    trainable = [p for p in ast.parameters() if p.requires_grad]
+    # SGD is linear in the gradients: eager and graphed runs stay as close as their gradients.
+    optimizer = torch.optim.SGD(trainable + list(head.parameters()), lr=0.1)
+    losses, gradients = [], []
+    for wavs, labels in batches:
+        with autocast(dtype):
+            loss = F.cross_entropy(head(ast(wavs)).float(), labels)
+        loss.backward()
+        assert all(p.grad is not None for p in trainable), "a trainable parameter got no gradient"
+        gradients.append(torch.cat([p.grad.flatten() for p in trainable]))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, gradients, torch.cat([p.detach().flatten() for p in trainable])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ast_lobe_trains_through_graphs_as_eagerly(tiny_ast_dir, dtype, caplog):
+    eager_ast, eager_head = adapted_ast_and_head(tiny_ast_dir)
+    ast, head = copy.deepcopy(eager_ast), copy.deepcopy(eager_head)
+    initial = torch.cat([p.detach().flatten() for p in ast.parameters() if p.requires_grad]).cuda()
+    batches = classification_batches([4, 4, 4, 4, 3])  # an epoch whose last batch is smaller
+    expected = train_classifier(eager_ast.cuda(), eager_head.cuda(), batches, dtype)
+    graphed = set_train_mode(ast.cuda(), "cuda_graph")
+    assert graphed is not None and ast.encode is graphed and graphed.graphs is None
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        got = train_classifier(ast, head.cuda(), batches, dtype)
+
+    assert graphed.train_graphs.captures == 1  # batches of 4; the last one, of 3, ran eagerly
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert sum("captured the forward and backward" in m for m in messages) == 1
+    assert sum("trains eagerly on inputs of shape [(3, 100, 128)]" in m for m in messages) == 1
+    tolerance = FP32 if dtype == torch.float32 else BF16
+    torch.testing.assert_close(got[0], expected[0], **tolerance)  # the losses, step by step
+    for got_gradient, expected_gradient in zip(got[1], expected[1]):
+        assert_close_vectors(got_gradient, expected_gradient, tolerance["rtol"])
+    assert_close_vectors(got[2], expected[2], tolerance["rtol"])  # the trained weights
+    assert not torch.allclose(got[2], initial)  # it did train
+
+
+def test_whisper_lobe_trains_through_graphs_as_eagerly(tiny_whisper_dir, tmp_path, caplog):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    torch.manual_seed(0)
+    eager = Whisper(tiny_whisper_dir, save_path=str(tmp_path))
+    eager = randomise_trainable(
+        inject(eager, method="mambadapter", placement="pfeiffer", rank=8, dropout=0.0)
+    )
+    whisper = copy.deepcopy(eager)
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    vocabulary = eager.model.config.vocab_size
+    batches = [
+        (
+            0.1 * torch.randn(size, 3 * 16000, device="cuda", generator=generator),
+            torch.randint(0, vocabulary, (size, 6), device="cuda", generator=generator),
+        )
+        for size in (2, 2, 2, 1)
+    ]
+
+    def train(model):
+        model.train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(trainable, lr=0.1)
+        losses, gradients = [], []
+        for wavs, tokens in batches:  # teacher forcing: tokens[:, :-1] predict tokens[:, 1:]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                _, logits, _ = model(wavs, tokens[:, :-1])
+                loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+            loss.backward()
+            assert all(p.grad is not None for p in trainable), "a trainable parameter got no gradient"
+            gradients.append(torch.cat([p.grad.flatten() for p in trainable]))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        return losses, gradients
+
+    expected = train(eager.cuda())
+    graphed = set_train_mode(whisper.cuda(), "cuda_graph")
+    assert graphed is not None and whisper.forward_encoder is graphed
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        got = train(whisper)
+    assert graphed.train_graphs.captures == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert sum("trains eagerly on inputs of shape [(1, 80, 3000)]" in m for m in messages) == 1
+    torch.testing.assert_close(got[0], expected[0], **BF16)
+    for got_gradient, expected_gradient in zip(got[1], expected[1]):
+        assert_close_vectors(got_gradient, expected_gradient, BF16["rtol"])
+
+
+def test_training_and_evaluation_graphs_alternate_on_one_lobe(tiny_ast_dir):
+    from speechbrain_mambadapter.lobes.ast import AST
+
+    ast, head = adapted_ast_and_head(tiny_ast_dir)
+    ast, head = ast.cuda(), head.cuda()
+    evaluation = set_inference_mode(ast, "cuda_graph")
+    training = set_train_mode(ast, "cuda_graph")
+    assert evaluation is training and ast.encode is training
+    assert training.graphs is not None and training.train_graphs is not None
+    trainable = [p for p in ast.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    eval_wavs = 0.1 * torch.randn(3, 16000, device="cuda")
+
+    for epoch in range(2):
+        ast.train()
+        for wavs, labels in classification_batches([4, 4], seed=epoch):
+            with bf16_autocast():
+                loss = F.cross_entropy(head(ast(wavs)).float(), labels)
+            loss.backward()
+            graphed_gradients = [p.grad.clone() for p in trainable]
+            optimizer.zero_grad(set_to_none=True)
+            with bf16_autocast():  # the same step with the class's encoder, eagerly
+                expected = F.cross_entropy(
+                    head(ast.pool(AST.encode(ast, ast.compute_features(wavs)))).float(), labels
+                )
+            expected.backward()
+            torch.testing.assert_close(loss, expected, **BF16)
+            assert_close_vectors(
+                torch.cat([g.flatten() for g in graphed_gradients]),
+                torch.cat([p.grad.flatten() for p in trainable]),
+                BF16["rtol"],
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        assert training.graphs._graphs == {}  # dropped in training
+
+        ast.eval()
+        for _ in range(2):
+            with torch.no_grad(), bf16_autocast():
+                got = ast(eval_wavs)
+            with torch.no_grad(), bf16_autocast():
+                expected = ast.pool(AST.encode(ast, ast.compute_features(eval_wavs)))
+            torch.testing.assert_close(got.float(), expected.float(), **BF16)
+    assert training.train_graphs.captures == 1  # kept over both evaluations
+    assert training.graphs.captures == 2  # one per evaluation: training in between drops it
+
+
+def test_training_graphs_inside_distributed_data_parallel(tiny_ast_dir, tmp_path):
+    """One process: DDP's reducer must see every gradient (its hooks fire on accumulation, after
+    the graph's node), or the next forward fails with an unfinished reduction."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not dist.is_nccl_available():
+        pytest.skip("needs NCCL")
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        eager_ast, eager_head = adapted_ast_and_head(tiny_ast_dir)
+        ast, head = copy.deepcopy(eager_ast), copy.deepcopy(eager_head)
+        eager_ast = DistributedDataParallel(eager_ast.cuda(), device_ids=[0])
+        ast = DistributedDataParallel(ast.cuda(), device_ids=[0])
+        graphed = set_train_mode(ast, "cuda_graph")  # as the Brains call it, on the wrapped lobe
+        assert graphed is not None and ast.module.encode is graphed
+        batches = classification_batches([4, 4, 4, 3])
+        expected = train_classifier(eager_ast, eager_head.cuda(), batches, torch.bfloat16)
+        got = train_classifier(ast, head.cuda(), batches, torch.bfloat16)
+        assert graphed.train_graphs.captures == 1
+        torch.testing.assert_close(got[0], expected[0], **BF16)
+        for got_gradient, expected_gradient in zip(got[1], expected[1]):
+            assert_close_vectors(got_gradient, expected_gradient, BF16["rtol"])
+    finally:
+        dist.destroy_process_group()
+
+
+TRAIN_CAPTURED = "CUDAGraphTrainingModule: captured"
+
+
+def test_recipe_trains_through_graphs(tiny_ast_dir, tmp_path):
+    """Two ``--debug`` epochs of 3 batches of the 9 training clips (4, 4, then 1 eagerly): one
+    capture serves both epochs; evaluation graphs as well."""
+    output = tmp_path / "run"
+    flags = ["--debug", "--debug_batches=3", "--train_mode=cuda_graph", "--inference_mode=cuda_graph"]
+    log, metrics = run_esc50(output, tiny_ast_dir, *flags, batch_size=4)
+    train_log = (output / "train_log.txt").read_text()
+    losses = [float(x) for x in re.findall(r"train loss: ([0-9.e+-]+)", train_log)]
+    assert len(losses) == 2 and all(0 < loss < 100 for loss in losses), train_log
+    assert metrics["test_clips"] == 3 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert log.count(TRAIN_CAPTURED) == 1, [line for line in log.splitlines() if "CUDAGraph" in line]
+    assert log.count("trains eagerly on inputs of shape [(1, 100, 128)]") == 1
+    # The batch of 3 of each validation (the training epoch between drops the first); the test
+    # stage replays the second one's.
+    assert log.count(CAPTURED) == 2

@@ -1,8 +1,9 @@
-"""``--inference_mode`` on the command line of the recipes, on CPU.
+"""``--inference_mode`` and ``--train_mode`` on the command line of the recipes, on CPU.
 
-A CPU run of a GPU configuration (``--inference_mode=cuda_graph``) completes eagerly and says so
-once in its log; an unknown value stops the recipe with the accepted values. One classification
-recipe and the Common Voice recipe, in ``--debug`` on ``tests/samples/``, in this process (as
+A CPU run of a GPU configuration (``--inference_mode=cuda_graph --train_mode=cuda_graph``)
+trains and evaluates eagerly and says so once per setting in its log; an unknown value stops the
+recipe with the accepted values. One classification recipe and the Common Voice recipe, in
+``--debug`` on ``tests/samples/``, in this process (as
 tests/integration/test_classification_recipes.py and test_common_voice_recipe.py run them).
 The GPU runs, whose results must match eager ones: tests/gpu/test_fast_inference.py.
 """
@@ -19,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "samples"
 WARNING = "inference_mode=cuda_graph needs the model on a CUDA device"
+TRAIN_WARNING = "train_mode=cuda_graph needs the model on a CUDA device"
 
 
 @pytest.fixture(autouse=True)
@@ -62,16 +64,23 @@ def test_classification_recipe_on_cpu_runs_a_cuda_graph_configuration_eagerly(
     tiny_ast_dir, tmp_path, monkeypatch
 ):
     output = tmp_path / "out"
-    run_esc50(output, tiny_ast_dir, monkeypatch, "--debug", "--inference_mode=cuda_graph")
+    flags = ["--debug", "--inference_mode=cuda_graph", "--train_mode=cuda_graph"]
+    run_esc50(output, tiny_ast_dir, monkeypatch, *flags)
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["test_clips"] > 0 and math.isfinite(metrics["test_loss"])
-    assert "valid loss" in (output / "train_log.txt").read_text()
-    assert (output / "log.txt").read_text().count(WARNING) == 1
+    assert re.search(r"train loss: [0-9.e+-]+, .*valid loss", (output / "train_log.txt").read_text())
+    log = (output / "log.txt").read_text()
+    assert log.count(WARNING) == 1 and log.count(TRAIN_WARNING) == 1
 
 
 def test_unknown_inference_mode_stops_the_recipe(tiny_ast_dir, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"inference_mode must be one of \('eager', 'cuda_graph'\)"):
         run_esc50(tmp_path / "out", tiny_ast_dir, monkeypatch, "--debug", "--inference_mode=graph")
+
+
+def test_unknown_train_mode_stops_the_recipe(tiny_ast_dir, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"train_mode must be one of \('eager', 'cuda_graph'\), got 'graph'"):
+        run_esc50(tmp_path / "out", tiny_ast_dir, monkeypatch, "--debug", "--train_mode=graph")
 
 
 def test_common_voice_recipe_on_cpu_runs_a_cuda_graph_configuration_eagerly(
@@ -97,11 +106,15 @@ def test_common_voice_recipe_on_cpu_runs_a_cuda_graph_configuration_eagerly(
             "--max_decode_ratio=0.005",
             "--test_beam_size=2",
             "--inference_mode=cuda_graph",
+            "--train_mode=cuda_graph",
         ],
         monkeypatch,
     )
     (output,) = tmp_path.glob("*/eo/seed_*")
     wer = (output / "wer_test.txt").read_text(encoding="utf-8")
     assert re.search(r"%WER [0-9.]+ \[ \d+ / [1-9]\d*,", wer)
-    assert re.search(r"valid loss: [0-9.e+-]+, valid WER", (output / "train_log.txt").read_text())
-    assert (output / "log.txt").read_text().count(WARNING) == 1
+    assert re.search(
+        r"train loss: [0-9.e+-]+ - valid loss: [0-9.e+-]+, valid WER", (output / "train_log.txt").read_text()
+    )
+    log = (output / "log.txt").read_text()
+    assert log.count(WARNING) == 1 and log.count(TRAIN_WARNING) == 1
