@@ -23,23 +23,13 @@ import json
 import statistics
 
 import torch
+from latency import LastHidden  # benchmarks/, the script's folder, is on sys.path
 
 from speechbrain_mambadapter import inject
 from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
 from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.training import AdamW
-
-
-class LastHidden(torch.nn.Module):
-    """A Hugging Face encoder as a tensor-in, tensor-out module (what graph capture needs)."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, features):
-        return self.encoder(features).last_hidden_state
 
 
 def ast_case(method, placement, rank):
