@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -152,9 +153,13 @@ def build_model(args):
 
 def recipe_command(args, data, model, output, batch):
     """The recipe's command line (without the launcher)."""
+    folder = "recipes/GSC/hparams" if args.recipe == "gsc" else "recipes/CommonVoice/hparams"
+    hparams_text = (REPO / folder / args.hparams).read_text()
+    # Only adapters with dropout have the key (an override of a missing key is an error).
+    no_dropout = ["--adapter_dropout=0.0"] if re.search(r"^adapter_dropout:", hparams_text, re.M) else []
     common = [
         "--sorting=none",
-        "--adapter_dropout=0.0",
+        *no_dropout,
         "--number_of_epochs=1",
         f"--batch_size={batch}",
         f"--precision={args.precision}",

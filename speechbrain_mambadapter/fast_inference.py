@@ -286,9 +286,9 @@ class CUDAGraphTrainingModule(nn.Module):
     under the caller's autocast settings (with autocast's cast cache off, which capture
     requires). Every later call with those shapes replays the forward graph inside one autograd
     node, whose backward replays the backward graph: the gradients leave the graph through that
-    node and are accumulated into each parameter's ``.grad`` eagerly, so
-    ``DistributedDataParallel``'s gradient hooks still fire (its all-reduce stays outside the
-    graph) and gradient accumulation sums as usual. Other calls run ``module`` eagerly: eval mode,
+    node and are accumulated into each parameter's ``.grad`` eagerly, so gradient accumulation
+    sums as usual (:func:`set_train_mode` does not use it under ``DistributedDataParallel``,
+    where the capture fails). Other calls run ``module`` eagerly: eval mode,
     gradients off, CPU inputs, and shapes beyond ``max_graphs`` (logged once per shape), such as
     the smaller last batch of an epoch.
 
@@ -480,6 +480,15 @@ class GraphedEncoder:
         return getattr(type(self.lobe), self.method)(self.lobe, inputs)
 
 
+def _distributed():
+    """Whether this process is one of several of an initialised ``torch.distributed`` group."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
 def _unwrap(model):
     """The module inside ``DistributedDataParallel`` or ``DataParallel`` (SpeechBrain wraps its
     modules under torchrun); the model itself otherwise."""
@@ -592,8 +601,8 @@ def graph_encoder_training(model, max_graphs=1):
     Arguments
     ---------
     model : torch.nn.Module
-        ``speechbrain_mambadapter.lobes.ast.AST`` or SpeechBrain's Hugging Face ``Whisper``,
-        possibly inside ``DistributedDataParallel``.
+        ``speechbrain_mambadapter.lobes.ast.AST`` or SpeechBrain's Hugging Face ``Whisper``
+        (not inside ``DistributedDataParallel``: the capture fails there).
     max_graphs : int
         Input shapes (batch sizes) to capture; more run eagerly. One suits a fixed batch size,
         whose epochs end with one smaller batch.
@@ -699,15 +708,17 @@ def set_train_mode(model, mode, max_graphs=1):
     first training batch (:func:`graph_encoder_training`, :class:`CUDAGraphTrainingModule`) and
     replayed for every later batch of that shape; batches of other shapes (an epoch's last,
     smaller batch) run eagerly, which is logged once. It composes with bf16 or fp16 autocast
-    (``--precision``), with gradient accumulation and with ``DistributedDataParallel`` (the
-    gradients leave the graph as autograd gradients, so DDP's hooks and all-reduce run as
-    eagerly). The encoder's outputs are the graph's buffers, overwritten by the next training
-    forward: one forward per step, as SpeechBrain's ``fit_batch`` runs.
+    (``--precision``) and with gradient accumulation. Under ``DistributedDataParallel`` or a
+    multi-process ``torch.distributed`` group it logs a warning and trains eagerly: capturing
+    the backward inside DDP fails (measured on H100 with torch 2.11). The encoder's outputs are
+    the graph's buffers, overwritten by the next training forward: one forward per step, as
+    SpeechBrain's ``fit_batch`` runs.
 
     Arguments
     ---------
     model : torch.nn.Module
-        The lobe (possibly inside ``DistributedDataParallel``), on its device.
+        The lobe (possibly inside ``DistributedDataParallel``, then trained eagerly), on its
+        device.
     mode : str
         ``"eager"``: PyTorch as is (removes training graphs a previous call set). ``"cuda_graph"``:
         the encoder trains through CUDA graphs. Evaluation is left as :func:`set_inference_mode`
@@ -749,6 +760,16 @@ def set_train_mode(model, mode, max_graphs=1):
         graphed.graph_training(None)
         _uninstall_if_idle(lobe)
     if mode == "eager":
+        return None
+    if isinstance(model, nn.parallel.DistributedDataParallel) or _distributed():
+        # Measured on H100, torch 2.11: capturing the backward inside DDP fails
+        # (cudaErrorStreamCaptureInvalidated): DDP keeps the parameters' AccumulateGrad nodes,
+        # made on the default stream, while make_graphed_callables captures on its own stream.
+        logger.warning(
+            "train_mode=cuda_graph is not supported with DistributedDataParallel (multi-GPU "
+            "training): training runs eagerly. inference_mode=cuda_graph still applies. Train on "
+            "one GPU to use training graphs (or --train_mode=eager to silence this warning)."
+        )
         return None
     on_cuda, device = _cuda_device(lobe)
     if not on_cuda:

@@ -450,9 +450,11 @@ def test_training_and_evaluation_graphs_alternate_on_one_lobe(tiny_ast_dir):
     assert training.graphs.captures == 2  # one per evaluation: training in between drops it
 
 
-def test_training_graphs_inside_distributed_data_parallel(tiny_ast_dir, tmp_path):
-    """One process: DDP's reducer must see every gradient (its hooks fire on accumulation, after
-    the graph's node), or the next forward fails with an unfinished reduction."""
+def test_training_under_distributed_data_parallel_stays_eager(tiny_ast_dir, tmp_path, caplog):
+    """Capturing the backward inside DDP fails (cudaErrorStreamCaptureInvalidated, H100 with
+    torch 2.11: DDP holds the parameters' AccumulateGrad nodes, made on the default stream), and a
+    failed capture leaves the CUDA generator unusable for the process. So ``set_train_mode`` keeps
+    a DDP-wrapped lobe eager, and it trains on CUDA as it would without the option."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -464,15 +466,14 @@ def test_training_graphs_inside_distributed_data_parallel(tiny_ast_dir, tmp_path
         ast, head = copy.deepcopy(eager_ast), copy.deepcopy(eager_head)
         eager_ast = DistributedDataParallel(eager_ast.cuda(), device_ids=[0])
         ast = DistributedDataParallel(ast.cuda(), device_ids=[0])
-        graphed = set_train_mode(ast, "cuda_graph")  # as the Brains call it, on the wrapped lobe
-        assert graphed is not None and ast.module.encode is graphed
-        batches = classification_batches([4, 4, 4, 3])
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert set_train_mode(ast, "cuda_graph") is None  # as the Brains call it
+        assert "not supported with DistributedDataParallel" in caplog.text
+        assert "encode" not in vars(ast.module)
+        batches = classification_batches([4, 4, 3])
         expected = train_classifier(eager_ast, eager_head.cuda(), batches, torch.bfloat16)
         got = train_classifier(ast, head.cuda(), batches, torch.bfloat16)
-        assert graphed.train_graphs.captures == 1
         torch.testing.assert_close(got[0], expected[0], **BF16)
-        for got_gradient, expected_gradient in zip(got[1], expected[1]):
-            assert_close_vectors(got_gradient, expected_gradient, BF16["rtol"])
     finally:
         dist.destroy_process_group()
 

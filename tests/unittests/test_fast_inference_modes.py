@@ -263,6 +263,26 @@ def test_train_cuda_graph_on_cpu_warns_once_and_trains_eagerly(tiny_ast_dir, cap
     assert_same_gradients(ast, eager, [n for n, p in ast.named_parameters() if p.requires_grad])
 
 
+def test_train_cuda_graph_under_ddp_warns_and_trains_eagerly(tiny_ast_dir, tmp_path, caplog):
+    """Capturing the backward inside DistributedDataParallel fails on CUDA (H100, torch 2.11),
+    so a DDP-wrapped lobe keeps training eagerly, with a warning naming the reason."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ast = torch.nn.parallel.DistributedDataParallel(adapted_ast(tiny_ast_dir).train())
+        inference = set_inference_mode(ast, "eager")
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            assert set_train_mode(ast, "cuda_graph") is None
+        (warning,) = warnings_of(caplog)
+        assert "not supported with DistributedDataParallel" in warning.getMessage()
+        assert "--train_mode=eager" in warning.getMessage()
+        assert inference is None and "encode" not in vars(ast.module)
+        ast(torch.randn(2, 8000), torch.tensor([1.0, 0.5])).pow(2).sum().backward()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_training_graphs_keep_the_module_tree_and_share_the_parameters(tiny_ast_dir):
     ast = adapted_ast(tiny_ast_dir)
     state = ast.state_dict(keep_vars=True)
