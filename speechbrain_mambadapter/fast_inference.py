@@ -43,6 +43,8 @@ import sys
 import torch
 import torch.nn as nn
 
+from speechbrain_mambadapter.distributed import is_distributed
+
 logger = logging.getLogger(__name__)
 
 INFERENCE_MODES = ("eager", "cuda_graph")
@@ -480,15 +482,6 @@ class GraphedEncoder:
         return getattr(type(self.lobe), self.method)(self.lobe, inputs)
 
 
-def _distributed():
-    """Whether this process is one of several of an initialised ``torch.distributed`` group."""
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
-
-
 def _unwrap(model):
     """The module inside ``DistributedDataParallel`` or ``DataParallel`` (SpeechBrain wraps its
     modules under torchrun); the model itself otherwise."""
@@ -761,7 +754,7 @@ def set_train_mode(model, mode, max_graphs=1):
         _uninstall_if_idle(lobe)
     if mode == "eager":
         return None
-    if isinstance(model, nn.parallel.DistributedDataParallel) or _distributed():
+    if isinstance(model, nn.parallel.DistributedDataParallel) or is_distributed():
         # Measured on H100, torch 2.11: capturing the backward inside DDP fails
         # (cudaErrorStreamCaptureInvalidated): DDP keeps the parameters' AccumulateGrad nodes,
         # made on the default stream, while make_graphed_callables captures on its own stream.

@@ -64,6 +64,7 @@ from speechbrain_mambadapter.backbones import attention_projections, find_backbo
 from speechbrain_mambadapter.bitfit import bitfit_parameters
 from speechbrain_mambadapter.bottleneck import Bottleneck
 from speechbrain_mambadapter.conformer_adapter import ConformerAdapter
+from speechbrain_mambadapter.distributed import is_distributed
 from speechbrain_mambadapter.lora import LoRA, attach_lora
 from speechbrain_mambadapter.mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.prefix_tuning import PrefixTuning
@@ -85,16 +86,6 @@ def _side_stream(device):
 
 
 _SIDE_STREAMS = {}
-
-
-def _multi_process():
-    # DistributedDataParallel launches each bucket's all-reduce after the stream of the gradient
-    # that completed the bucket; a gradient made on the side stream could still be in flight.
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and (torch.distributed.get_world_size() > 1)
-    )
 
 
 class _ParallelTap:
@@ -125,7 +116,10 @@ class _ParallelTap:
 
     def read(self, module, args, kwargs):
         x = first_input(args, kwargs)
-        if not (x.is_cuda and getattr(self.adapter, "overlap", False)) or _multi_process():
+        # Under several processes, one stream: DistributedDataParallel launches each bucket's
+        # all-reduce after the stream of the gradient that completed the bucket, and a gradient
+        # made on the side stream could still be in flight.
+        if not (x.is_cuda and getattr(self.adapter, "overlap", False)) or is_distributed():
             self._pending = (self.adapter.encode(x), None, None)
             return
         h = self.adapter.reduce(x)
