@@ -153,10 +153,11 @@ def build_model(args):
 
 def recipe_command(args, data, model, output, batch):
     """The recipe's command line (without the launcher)."""
-    folder = "recipes/GSC/hparams" if args.recipe == "gsc" else "recipes/CommonVoice/hparams"
-    hparams_text = (REPO / folder / args.hparams).read_text()
+    recipe = REPO / "recipes" / ("GSC" if args.recipe == "gsc" else "CommonVoice")
+    hparams = recipe / "hparams" / args.hparams
     # Only adapters with dropout have the key (an override of a missing key is an error).
-    no_dropout = ["--adapter_dropout=0.0"] if re.search(r"^adapter_dropout:", hparams_text, re.M) else []
+    has_dropout = re.search(r"^adapter_dropout:", hparams.read_text(), re.M)
+    no_dropout = ["--adapter_dropout=0.0"] if has_dropout else []
     common = [
         "--sorting=none",
         *no_dropout,
@@ -171,16 +172,16 @@ def recipe_command(args, data, model, output, batch):
         common.append(f"--device={args.device}")
     if args.recipe == "gsc":
         return [
-            str(REPO / "recipes/GSC/train.py"),
-            str(REPO / "recipes/GSC/hparams" / args.hparams),
+            str(recipe / "train.py"),
+            str(hparams),
             f"--pretrained_source={model}",
             f"--output_folder={output}",
             f"--prepared_folder={output.parent / 'prepared_gsc'}",
             *common,
         ]
     return [
-        str(REPO / "recipes/CommonVoice/train.py"),
-        str(REPO / "recipes/CommonVoice/hparams" / args.hparams),
+        str(recipe / "train.py"),
+        str(hparams),
         "--language=eo",
         f"--whisper_source={model}",
         f"--output_root={output}",
