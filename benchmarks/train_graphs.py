@@ -28,7 +28,7 @@ from speechbrain_mambadapter import inject
 from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
 from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
-from speechbrain_mambadapter.training import AdamW
+from speechbrain_mambadapter.recipe.optim import AdamW
 
 AST_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 METHODS = {

@@ -29,7 +29,7 @@ from speechbrain_mambadapter import inject
 from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
 from speechbrain_mambadapter.injection import set_adapter_overlap
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
-from speechbrain_mambadapter.training import AdamW
+from speechbrain_mambadapter.recipe.optim import AdamW
 
 
 def ast_case(method, placement, rank):

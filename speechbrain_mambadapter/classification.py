@@ -12,7 +12,7 @@ Each recipe's ``train.py`` only prepares its dataset; everything else lives here
   parameters, the ``inject`` call) and ``confusion_matrix.png``. Under ``torchrun`` the
   validation and test sets are sharded over the processes too, and every metric (training loss
   and accuracy included) is that of the whole set, merged over the ranks
-  (``speechbrain_mambadapter.distributed``).
+  (``speechbrain_mambadapter.recipe.distributed``).
 * ``dataio_prepare(hparams)``: the train/valid/test ``DynamicItemDataset`` of the manifests the
   prepare scripts write, with labels indexed by ``classes.txt``.
 * ``SpecAugment``: the paper's frequency and time masking of the normalised filterbank.
@@ -20,7 +20,7 @@ Each recipe's ``train.py`` only prepares its dataset; everything else lives here
 Keys the Brain reads from the hparams: ``ast`` and ``classifier`` (in ``modules``),
 ``spec_augment`` (a module or ``null``), ``lr_scheduler`` (``!name:`` of a schedule taking
 ``total_steps`` and called with the optimiser before each optimiser step, e.g.
-``speechbrain_mambadapter.training.PerStepLR``), ``number_of_epochs``,
+``speechbrain_mambadapter.recipe.optim.PerStepLR``), ``number_of_epochs``,
 ``train_logger``, ``metrics_file``, ``confusion_matrix_file``, ``classes`` (set by
 ``dataio_prepare``), and ``dataset``, ``experiment``, ``fold``, ``seed`` (recorded in the
 metrics file for ``speechbrain_mambadapter.results``). Optional: ``step_log`` (a path: one JSON
@@ -47,8 +47,9 @@ import torchaudio
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from speechbrain_mambadapter import distributed, fast_inference
-from speechbrain_mambadapter.dataprep import CLASSES_FILE, SPLITS, read_classes
+from speechbrain_mambadapter import fast_inference
+from speechbrain_mambadapter.recipe import distributed
+from speechbrain_mambadapter.recipe.dataprep import CLASSES_FILE, SPLITS, read_classes
 
 logger = logging.getLogger(__name__)
 

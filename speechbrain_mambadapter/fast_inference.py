@@ -43,7 +43,7 @@ import sys
 import torch
 import torch.nn as nn
 
-from speechbrain_mambadapter.distributed import is_distributed
+from speechbrain_mambadapter.recipe.distributed import is_distributed
 
 logger = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ from speechbrain_mambadapter.backbones import attention_projections, find_backbo
 from speechbrain_mambadapter.bitfit import bitfit_parameters
 from speechbrain_mambadapter.bottleneck import Bottleneck
 from speechbrain_mambadapter.conformer_adapter import ConformerAdapter
-from speechbrain_mambadapter.distributed import is_distributed
+from speechbrain_mambadapter.recipe.distributed import is_distributed
 from speechbrain_mambadapter.lora import LoRA, attach_lora
 from speechbrain_mambadapter.mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.prefix_tuning import PrefixTuning

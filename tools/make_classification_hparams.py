@@ -314,14 +314,14 @@ modules:
     ast: !ref <ast>
     classifier: !ref <classifier>
 
-opt_class: !name:speechbrain_mambadapter.training.AdamW
+opt_class: !name:speechbrain_mambadapter.recipe.optim.AdamW
     lr: !ref <lr>
     betas: [0.9, 0.98]
     eps: 0.000001
     weight_decay: 0.1
 
 # total_steps (epochs x optimiser steps per epoch) is filled in by the Brain
-lr_scheduler: !name:speechbrain_mambadapter.training.PerStepLR
+lr_scheduler: !name:speechbrain_mambadapter.recipe.optim.PerStepLR
     lr_initial: !ref <lr>
     lr_final: 0.0
     shape: cosine

@@ -37,8 +37,9 @@ from common_voice_prepare import normalize_text, prepare_common_voice
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_mambadapter import asr, distributed, fast_inference
-from speechbrain_mambadapter.dataprep import load_mono
+from speechbrain_mambadapter import fast_inference
+from speechbrain_mambadapter.recipe import asr, distributed
+from speechbrain_mambadapter.recipe.dataprep import load_mono
 
 
 class ASR(sb.Brain):

@@ -21,7 +21,7 @@ Authors
 import logging
 import os
 
-from speechbrain_mambadapter.dataprep import (
+from speechbrain_mambadapter.recipe.dataprep import (
     SAMPLE_RATE,
     DatasetInfo,
     begin_preparation,

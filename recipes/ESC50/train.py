@@ -22,7 +22,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from speechbrain_mambadapter.classification import AudioClassificationBrain, dataio_prepare
-from speechbrain_mambadapter.distributed import shutdown_process_group
+from speechbrain_mambadapter.recipe.distributed import shutdown_process_group
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from esc50_prepare import prepare_esc50  # noqa: E402

@@ -28,7 +28,7 @@ import os
 import random
 from collections import defaultdict
 
-from speechbrain_mambadapter.dataprep import (
+from speechbrain_mambadapter.recipe.dataprep import (
     SAMPLE_RATE,
     DatasetInfo,
     begin_preparation,

@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 from safetensors import safe_open
 
-from speechbrain_mambadapter.dataprep import read_classes
+from speechbrain_mambadapter.recipe.dataprep import read_classes
 from speechbrain_mambadapter.results import aggregate, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -199,7 +199,7 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
     <|notimestamps|>, the prompt the model is trained with, call after call."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_mambadapter.asr import transcribe
+    from speechbrain_mambadapter.recipe.asr import transcribe
     from speechbrain_mambadapter.whisper_utils import whisper_prompt_ids
 
     overrides = {
@@ -231,7 +231,7 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
 def test_training_targets_are_prompt_text_and_end(tiny_whisper_dir, tmp_path):
     from speechbrain.integrations.huggingface.whisper import Whisper
 
-    from speechbrain_mambadapter.asr import transcript_tokens
+    from speechbrain_mambadapter.recipe.asr import transcript_tokens
     from speechbrain_mambadapter.whisper_utils import add_language_token, whisper_prompt_ids
 
     whisper = Whisper(tiny_whisper_dir, save_path=str(tmp_path))

@@ -5,8 +5,8 @@ from functools import partial
 
 import pytest
 
-from speechbrain_mambadapter.asr import decoder_prompt, per_step_schedule
-from speechbrain_mambadapter.training import PerStepLR
+from speechbrain_mambadapter.recipe.asr import decoder_prompt, per_step_schedule
+from speechbrain_mambadapter.recipe.optim import PerStepLR
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from speechbrain_mambadapter import dataprep
+from speechbrain_mambadapter.recipe import dataprep
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "samples"

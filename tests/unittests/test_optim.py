@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from speechbrain_mambadapter.mamba import Mamba
-from speechbrain_mambadapter.training import AdamW, PerStepLR
+from speechbrain_mambadapter.recipe.optim import AdamW, PerStepLR
 
 
 def test_adamw_is_one_group_and_equals_torch_adamw_with_a_no_decay_group():

@@ -172,12 +172,12 @@ def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accu
 
     Returns
     -------
-    speechbrain_mambadapter.training.PerStepLR
+    speechbrain_mambadapter.recipe.optim.PerStepLR
 
     Example
     -------
     >>> from functools import partial
-    >>> from speechbrain_mambadapter.training import PerStepLR
+    >>> from speechbrain_mambadapter.recipe.optim import PerStepLR
     >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 15).total_steps
     255
     >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 0).total_steps
