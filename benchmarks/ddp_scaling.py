@@ -4,7 +4,7 @@
 For a recipe (``gsc``: AST-base on Speech Commands; ``commonvoice``: Whisper-small on Common
 Voice), this script
 
-1. writes a synthetic dataset in the official layout (``benchmarks/synthetic_data.py``) and a
+1. writes a synthetic dataset in the official layout (``tools/synthetic_data.py``) and a
    randomly initialised model of the real size (AST-base or Whisper-small; no download);
 2. trains one epoch on 1 GPU with the global batch (``--per-gpu-batch`` x ``--gpus``), then on
    ``--gpus`` GPUs with ``torchrun`` and ``--per-gpu-batch`` each, both in the manifest's order
@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+# Run as `python benchmarks/ddp_scaling.py`: make `tools` (synthetic data, tiny models) importable.
+sys.path.insert(0, str(REPO))
 
 # Whisper-small (openai/whisper-small's config.json), randomly initialised.
 WHISPER_SMALL = {
@@ -101,7 +102,7 @@ def parse_args(argv=None):
 
 def build_data(args):
     """The synthetic dataset (kept between invocations)."""
-    import synthetic_data
+    from tools import synthetic_data
 
     folder = args.work / f"data_{args.recipe}"
     if (folder / "done.json").is_file():
@@ -135,16 +136,16 @@ def build_model(args):
     if (folder / "model.safetensors").is_file():
         return folder
     if args.recipe == "gsc":
-        from speechbrain_mambadapter.lobes.ast import save_random_ast
+        from tools.tiny_models import save_random_ast
 
         save_random_ast(folder, seed=0, **{**AST_BASE, **overrides})
     else:
-        from speechbrain_mambadapter.whisper_utils import save_tiny_whisper, save_whisper_tokenizer
+        from tools.whisper_assets import save_tiny_whisper, save_whisper_tokenizer
 
         if args.tiktoken is None or not args.tiktoken.is_file():
             raise FileNotFoundError(
                 f"--tiktoken={args.tiktoken}: give Whisper's multilingual.tiktoken (see "
-                "speechbrain_mambadapter.whisper_utils.fetch_multilingual_tiktoken)."
+                "tools.whisper_assets.fetch_multilingual_tiktoken)."
             )
         tokenizer = save_whisper_tokenizer(args.work / "whisper_tokenizer", args.tiktoken)
         save_tiny_whisper(folder, tokenizer, seed=0, **{**WHISPER_SMALL, **overrides})

@@ -5,7 +5,7 @@ One forward of the AST lobe (waveform -> batched Kaldi filterbank -> AST-base en
 pooling), random AST-base weights, bf16 autocast (the recipes' ``eval_precision``), for the
 recipes' clip lengths (GSC 1 s / 100 frames, FSC and UrbanSound8k 4 s / 400, ESC-50 5 s / 500)
 and batch 1, 8 and 32; plain AST, AST + MambAdapter (Pfeiffer, r=16) and AST + Bottleneck (r=16);
-``--inference_mode`` ``eager`` and ``cuda_graph`` (``fast_inference.set_inference_mode``).
+``--inference_mode`` ``eager`` and ``cuda_graph`` (``recipe.modes.set_graph_mode``).
 Median of ``--repeats`` timed calls (CUDA events) after warm-up::
 
     python benchmarks/eval_modes.py --json eval_modes.json
@@ -18,13 +18,19 @@ import argparse
 import functools
 import json
 import statistics
+import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
-from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import set_inference_mode
-from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
+# Run as `python benchmarks/eval_modes.py`: make `tools` (the tiny-model maker) importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from speechbrain_mambadapter import inject  # noqa: E402
+from speechbrain_mambadapter.lobes.ast import AST  # noqa: E402
+from speechbrain_mambadapter.recipe.modes import set_graph_mode  # noqa: E402
+from tools.tiny_models import save_random_ast  # noqa: E402
 
 AST_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 LENGTHS = {"GSC 1 s": (1.0, 100), "FSC/US8K 4 s": (4.0, 400), "ESC-50 5 s": (5.0, 500)}
@@ -76,7 +82,7 @@ def main(argv=None):
                 lobe = inject(lobe, **kwargs)
             lobe = lobe.cuda().eval()
             for mode in ("eager", "cuda_graph"):
-                set_inference_mode(lobe, mode, max_graphs=len(args.batches))
+                set_graph_mode(lobe, mode, max_graphs=len(args.batches))
                 for batch in args.batches:
                     wavs = torch.randn(batch, int(16000 * seconds), device="cuda") * 0.1
                     lens = torch.ones(batch, device="cuda")
@@ -85,7 +91,7 @@ def main(argv=None):
                     row = dict(scenario=scenario, variant=variant, mode=mode, batch=batch, ms=ms)
                     results.append(row)
                     print(json.dumps(row), flush=True)
-            set_inference_mode(lobe, "eager")
+            set_graph_mode(lobe, "eager")
             torch.cuda.empty_cache()
     table = {(r["scenario"], r["variant"], r["mode"], r["batch"]): r["ms"] for r in results}
     print("\n| clips | batch | mode | plain ms | MambAdapter ms (x) | Bottleneck ms (x) |")

@@ -10,7 +10,7 @@
 #   TIKTOKEN=<multilingual.tiktoken> bash benchmarks/gpu_suite.sh recipes-cv   # Common Voice, Whisper-small
 #
 # Results (JSON and logs) go to $OUT, else results/gpu_suite/. TIKTOKEN is Whisper's
-# multilingual.tiktoken (speechbrain_mambadapter.whisper_utils.fetch_multilingual_tiktoken).
+# multilingual.tiktoken (tools.whisper_assets.fetch_multilingual_tiktoken).
 set -euo pipefail
 out="${OUT:-results/gpu_suite}"
 mkdir -p "$out"

@@ -5,7 +5,7 @@ log-mel frames (30 s; shorter audio is padded to 30 s). Scenarios: streaming (ba
 mid (batch 8), batch (batch 32). Variants: plain encoder, + Bottleneck (r=64), + Conformer
 (r=48), + LoRA (r=32), + MambAdapter (r=104), all Pfeiffer, the paper's Whisper ranks;
 ``+overlap``: the adapter's rank-wide part on a side stream, concurrent with the FFN
-(``injection.set_adapter_overlap``).
+(``speechbrain_mambadapter.set_adapter_overlap``).
 Modes: ``eager`` (PyTorch as is) and ``graph`` (``CUDAGraphModule``: the whole encoder
 replayed as one CUDA graph). Each figure is the median of ``--repeats`` timed forwards after
 warm-up (CUDA events); overheads are ratios to the plain encoder in the same run, dtype and
@@ -22,9 +22,8 @@ import statistics
 
 import torch
 
-from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import CUDAGraphModule
-from speechbrain_mambadapter.injection import set_adapter_overlap
+from speechbrain_mambadapter import inject, set_adapter_overlap
+from speechbrain_mambadapter.cuda_graphs import CUDAGraphModule
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.params import build_backbone
 

@@ -13,7 +13,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from speechbrain_mambadapter.mambadapter import MambAdapter, SharedProjections
+from speechbrain_mambadapter import MambAdapter, SharedProjections
 
 
 def main():

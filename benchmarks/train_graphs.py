@@ -18,17 +18,22 @@ Authors
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
-from speechbrain_mambadapter.injection import set_adapter_overlap
-from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
-from speechbrain_mambadapter.recipe.optim import AdamW
+# Run as `python benchmarks/train_graphs.py`: make `tools` (the tiny-model maker) importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from speechbrain_mambadapter import inject, set_adapter_overlap  # noqa: E402
+from speechbrain_mambadapter.compat import hf_masks_as_eager  # noqa: E402
+from speechbrain_mambadapter.lobes.ast import AST  # noqa: E402
+from speechbrain_mambadapter.recipe.optim import AdamW  # noqa: E402
+from tools.tiny_models import save_random_ast  # noqa: E402
 
 AST_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 METHODS = {
@@ -62,8 +67,8 @@ def make_step(lobe, head, graphed, feats_example):
     encode = Encode(lobe)
     if graphed:
         # Capture under the step's autocast, with autocast's cast cache off (graph requirement).
-        # transformers <5.23 builds a full attention mask under capture (see fast_inference).
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), _hf_masks_as_eager():
+        # Some transformers releases build a full attention mask under capture (see compat).
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), hf_masks_as_eager():
             encode = torch.cuda.make_graphed_callables(encode, (feats_example,), num_warmup_iters=3)
 
     def step(wavs, labels):

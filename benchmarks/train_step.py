@@ -25,9 +25,8 @@ import statistics
 import torch
 from latency import LastHidden  # benchmarks/, the script's folder, is on sys.path
 
-from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import _hf_masks_as_eager
-from speechbrain_mambadapter.injection import set_adapter_overlap
+from speechbrain_mambadapter import inject, set_adapter_overlap
+from speechbrain_mambadapter.compat import hf_masks_as_eager
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.recipe.optim import AdamW
 
@@ -80,9 +79,9 @@ def time_steps(case, repeats, graphed=False, warmup=3):
         list(model.parameters()) + list(head.parameters()), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.1
     )
     if graphed:
-        # Captured under the step's autocast with its cast cache off; transformers < 5.23
-        # builds a full attention mask under capture unless told otherwise (fast_inference).
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), _hf_masks_as_eager():
+        # Captured under the step's autocast with its cast cache off; some transformers releases
+        # build a full attention mask under capture unless told otherwise (compat).
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False), hf_masks_as_eager():
             encoder = torch.cuda.make_graphed_callables(encoder, (feats,), num_warmup_iters=3)
 
     def step():
@@ -122,7 +121,7 @@ def main():
         "--overlap",
         default="off",
         choices=("off", "on", "both"),
-        help="adapters' rank-wide part on a side stream (injection.set_adapter_overlap)",
+        help="adapters' rank-wide part on a side stream (set_adapter_overlap)",
     )
     parser.add_argument(
         "--cases",

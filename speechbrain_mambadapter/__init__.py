@@ -1,13 +1,25 @@
-"""speechbrain-mambadapter: parameter-efficient transfer learning of speech and audio models."""
+"""speechbrain-mambadapter: parameter-efficient transfer learning of speech and audio models.
 
-from speechbrain_mambadapter.bottleneck import Bottleneck
+The public entry points: ``inject`` (put a PETL method into a backbone; the methods are the
+modules of ``speechbrain_mambadapter.tuners``), the adapter-only checkpoints, and the method
+modules' classes.
+"""
+
 from speechbrain_mambadapter.checkpoint import PETLCheckpoint, load_petl, petl_state_dict, save_petl
-from speechbrain_mambadapter.conformer_adapter import ConformerAdapter
-from speechbrain_mambadapter.injection import METHODS, PLACEMENTS, inject, trainable_parameter_count
-from speechbrain_mambadapter.lora import LoRA, merge_lora
-from speechbrain_mambadapter.mambadapter import MambAdapter, SharedProjections
-from speechbrain_mambadapter.prefix_tuning import PrefixTuning
-from speechbrain_mambadapter.prompt_tuning import DeepPromptTuning
+from speechbrain_mambadapter.injection import inject, trainable_parameter_count
+from speechbrain_mambadapter.tuners import (
+    METHODS,
+    PLACEMENTS,
+    Bottleneck,
+    ConformerAdapter,
+    DeepPromptTuning,
+    LoRA,
+    MambAdapter,
+    PrefixTuning,
+    SharedProjections,
+    merge_lora,
+    set_adapter_overlap,
+)
 
 __all__ = [
     "Bottleneck",
@@ -25,5 +37,6 @@ __all__ = [
     "merge_lora",
     "petl_state_dict",
     "save_petl",
+    "set_adapter_overlap",
     "trainable_parameter_count",
 ]

@@ -65,6 +65,10 @@ class Backbone:
     sb_whisper: Optional[nn.Module] = None
     fixed: List[nn.Parameter] = field(default_factory=list)
 
+    def final_norm_parameters(self):
+        """The parameters of the encoder's final norm (none when it has no final norm)."""
+        return [] if self.final_norm is None else list(self.final_norm.parameters())
+
 
 def _has(module, *names):
     return all(isinstance(getattr(module, n, None), nn.Module) for n in names)

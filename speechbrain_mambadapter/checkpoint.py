@@ -65,7 +65,7 @@ def petl_state_dict(model):
     >>> sorted(k for k in petl_state_dict(encoder) if "running_mean" in k)
     ['layers.0.petl_ffn_adapter.batch_norm.running_mean']
     """
-    from speechbrain_mambadapter.injection import PETL_MODULES
+    from speechbrain_mambadapter.tuners import PETL_MODULES
 
     _config(model)
     state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
@@ -138,7 +138,9 @@ def load_petl(model, path, strict_config=True):
     if strict_config and saved_config != config:
         raise ValueError(
             f"{path} holds PETL weights for inject({saved_config}) but the model was injected with "
-            f"inject({config}); call inject() with the same method, placement and arguments."
+            f"inject({config}); call inject() with the same method, placement and arguments. In a recipe, "
+            "this is a run resumed with other method settings: give the new settings their own output "
+            "folder with --experiment=<name>."
         )
     return _load_state(model, load_file(str(path)), str(path))
 

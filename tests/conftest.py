@@ -11,7 +11,7 @@ def tiny_ast_dir(tmp_path_factory):
     shared by the whole session, so treat it as read-only.
     """
     # Imported here so that test sessions without AST tests do not import transformers.
-    from speechbrain_mambadapter.lobes.ast import save_random_ast
+    from tools.tiny_models import save_random_ast
 
     return save_random_ast(tmp_path_factory.mktemp("tiny_ast"), max_length=100)
 
@@ -26,7 +26,7 @@ def tiny_whisper_dir():
     only when that sdist cannot be downloaded. Treat the folder as read-only. A ``str``: SpeechBrain's
     Hugging Face wrappers call ``source.replace("/", "--")`` and fail on a ``Path``.
     """
-    from speechbrain_mambadapter.whisper_utils import WhisperAssetDownloadError, cached_tiny_whisper
+    from tools.whisper_assets import WhisperAssetDownloadError, cached_tiny_whisper
 
     try:
         return str(cached_tiny_whisper())

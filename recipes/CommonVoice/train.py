@@ -28,7 +28,6 @@ Authors
 """
 
 import functools
-import math
 import sys
 
 import speechbrain as sb
@@ -37,31 +36,53 @@ from common_voice_prepare import normalize_text, prepare_common_voice
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_mambadapter import fast_inference
 from speechbrain_mambadapter.recipe import asr, distributed
+from speechbrain_mambadapter.recipe.brain import PETLBrain, check_hparams
 from speechbrain_mambadapter.recipe.dataprep import load_mono
 
+# The keys __main__ and dataio_prepare read (the Brain's own are ASR.HPARAMS).
+DATA_HPARAMS = (
+    "data_folder",
+    "prepared_folder",
+    "train_minutes",
+    "dev_minutes",
+    "test_minutes",
+    "data_seed",
+    "max_duration",
+    "skip_prep",
+    "sample_rate",
+    "whisper",
+    "modules",
+    "opt_class",
+    "checkpointer",
+    "train_dataloader_opts",
+    "valid_dataloader_opts",
+    "test_dataloader_opts",
+)
 
-class ASR(sb.Brain):
+
+class ASR(PETLBrain):
     """Whisper trained with teacher forcing; dev/test transcribed in ``--language``."""
+
+    HPARAMS = PETLBrain.HPARAMS + (
+        "language",
+        "language_token_id",
+        "log_softmax",
+        "nll_loss",
+        "valid_search",
+        "test_search",
+        "error_rate_computer",
+        "cer_computer",
+        "epoch_counter",
+        "train_logger",
+        "test_wer_file",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        distributed.check_sorting(getattr(self.hparams, "sorting", "random"))
-        self.step_log = distributed.StepLossLog(getattr(self.hparams, "step_log", None), self.device)
-        self.epoch = 0
-        # The encoder of dev and test decoding, and of training, through CUDA graphs (the decoder
-        # stays eager).
-        fast_inference.set_inference_mode(
-            self.modules.whisper, getattr(self.hparams, "inference_mode", "eager")
-        )
-        fast_inference.set_train_mode(self.modules.whisper, getattr(self.hparams, "train_mode", "eager"))
-
-    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """As ``Brain.make_dataloader``; under DDP dev and test are sharded over the ranks too."""
-        if stage != sb.Stage.TRAIN:
-            loader_kwargs = distributed.eval_loader_kwargs(dataset, loader_kwargs)
-        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        # The encoder of dev and test decoding, and of training, through CUDA graphs (the
+        # decoder stays eager).
+        self.use_graph_modes(self.modules.whisper)
 
     def compute_forward(self, batch, stage):
         """Encoder and teacher-forced decoder; hypotheses on dev and test."""
@@ -91,19 +112,14 @@ class ASR(sb.Brain):
             self.cer_metric.append(batch.id, predicted, target)
         return loss
 
-    def on_fit_batch_start(self, batch, should_step):
-        """Sets the learning rate of the coming optimiser step (step s gets lr_at(s))."""
-        if should_step:
-            self.hparams.lr_annealing(self.optimizer)
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """One line of the step log (when ``step_log`` is set)."""
-        self.step_log.log(self.epoch, loss, len(batch.id))
+    def on_fit_start(self):
+        """Build the schedule and recover (``PETLBrain``), then log what trains."""
+        super().on_fit_start()
+        asr.trainable_parameter_summary(distributed.unwrap(self.modules.whisper))
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh error-rate statistics for dev and test."""
-        if stage == sb.Stage.TRAIN and epoch is not None:
-            self.epoch = epoch
+        super().on_stage_start(stage, epoch)
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
@@ -143,7 +159,7 @@ def dataio_prepare(hparams, tokenizer):
     datasets = {}
     for split in ("train", "dev", "test"):
         datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            csv_path=f"{hparams['prepare_folder']}/{split}.csv"
+            csv_path=f"{hparams['prepared_folder']}/{split}.csv"
         )
     # Whisper pads every input to 30 s; sorting by duration makes the transcripts of a dev or test
     # batch of similar length, so its decoding steps are not spent on hypotheses that have ended.
@@ -176,6 +192,7 @@ if __name__ == "__main__":
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    check_hparams(hparams, ASR.HPARAMS + DATA_HPARAMS, hparams_file)
 
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
@@ -187,7 +204,7 @@ if __name__ == "__main__":
         prepare_common_voice,
         kwargs={
             "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prepare_folder"],
+            "save_folder": hparams["prepared_folder"],
             "language": hparams["language"],
             "train_minutes": hparams["train_minutes"],
             "dev_minutes": hparams["dev_minutes"],
@@ -209,25 +226,14 @@ if __name__ == "__main__":
         checkpointer=hparams["checkpointer"],
     )
     asr_brain.tokenizer = tokenizer
-    # The schedule needs the number of steps, known once the data are (under DDP each rank
-    # takes one n-th of the training set, as DistributedSampler splits it).
-    asr_brain.hparams.lr_annealing = asr.per_step_schedule(
-        hparams["lr_annealing"],
-        math.ceil(len(train_data) / distributed.world_size()),
-        hparams["batch_size"],
-        hparams["number_of_epochs"],
-        asr_brain.grad_accumulation_factor,
-    )
-    asr_brain.checkpointer.add_recoverable("lr_annealing", asr_brain.hparams.lr_annealing)
-    asr.trainable_parameter_summary(hparams["whisper"])
 
     asr_brain.fit(
         asr_brain.hparams.epoch_counter,
         train_data,
         valid_data,
-        train_loader_kwargs=hparams["train_loader_kwargs"],
-        valid_loader_kwargs=hparams["valid_loader_kwargs"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
 
-    asr_brain.evaluate(test_data, min_key="WER", test_loader_kwargs=hparams["test_loader_kwargs"])
+    asr_brain.evaluate(test_data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
     distributed.shutdown_process_group()  # under torchrun (a no-op otherwise)

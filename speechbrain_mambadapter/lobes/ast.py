@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
-from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+from transformers import ASTModel
+
+from speechbrain_mambadapter.compat import ast_encoder_layers
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def patch_grid(config, num_mel_bins, max_length):
 
     Example
     -------
+    >>> from transformers import ASTConfig
     >>> patch_grid(ASTConfig(), num_mel_bins=128, max_length=1024)
     (12, 101)
     >>> patch_grid(ASTConfig(), num_mel_bins=128, max_length=500)
@@ -134,7 +137,7 @@ def _load_ast(source, save_path):
             raise FileNotFoundError(
                 f"AST source folder {folder!r} does not exist. Pass source=<folder holding config.json "
                 "and model.safetensors> (recipes: --pretrained_source=<local dir>), e.g. one written by "
-                "ASTModel.save_pretrained or speechbrain_mambadapter.lobes.ast.save_random_ast."
+                "ASTModel.save_pretrained."
             )
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise FileNotFoundError(
@@ -202,7 +205,10 @@ class AST(nn.Module):
 
     Example
     -------
-    >>> folder = save_random_ast(getfixture("tmp_path") / "ast", max_length=100)
+    >>> from transformers import ASTConfig
+    >>> config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    >>> folder = str(getfixture("tmp_path") / "ast")
+    >>> ASTModel(config).save_pretrained(folder)  # a tiny random AST (the released one is 12 x 768)
     >>> ast = AST(source=folder, max_length=200, freeze=True)
     >>> wavs = torch.randn(2, 16000)
     >>> ast(wavs, torch.tensor([1.0, 0.5])).shape
@@ -277,10 +283,8 @@ class AST(nn.Module):
 
     @property
     def layers(self):
-        """The transformer blocks: ``model.layers`` (transformers 5), ``model.encoder.layer`` (4.x)."""
-        if hasattr(self.model, "layers"):
-            return self.model.layers
-        return self.model.encoder.layer
+        """The transformer blocks (where they are depends on the transformers version)."""
+        return ast_encoder_layers(self.model)
 
     @property
     def hidden_size(self):
@@ -477,57 +481,3 @@ def batched_kaldi_fbank(wavs, counts, sample_rate, num_mel_bins, max_frames):
     frames_out = min(max_frames, mel.shape[1])
     feats[:, :frames_out] = mel[:, :frames_out]
     return feats
-
-
-def save_random_ast(folder, seed=0, **config_overrides):
-    """Save a small randomly initialised AST (and its feature extractor) for tests and debug runs.
-
-    The default is tiny (2 layers, 32 wide, 100 frames of 128 mel bins); any
-    ``transformers.ASTConfig`` field can be overridden. Unlike a freshly built
-    ``ASTModel``, whose CLS, distillation and positional embeddings are zero,
-    these are drawn from N(0, 0.02^2), so code that moves them can be tested.
-
-    Arguments
-    ---------
-    folder : str or path-like
-        Created if missing; receives ``config.json``, ``model.safetensors`` and
-        ``preprocessor_config.json``.
-    seed : int
-        Seed of the random initialisation (the global RNG state is restored).
-    **config_overrides
-        ``ASTConfig`` fields, e.g. ``hidden_size=768, num_hidden_layers=12``.
-
-    Returns
-    -------
-    str
-        ``folder``, usable as ``AST(source=...)``.
-
-    Example
-    -------
-    >>> folder = save_random_ast(getfixture("tmp_path") / "ast", num_hidden_layers=1)
-    >>> ASTConfig.from_pretrained(folder).num_hidden_layers
-    1
-    """
-    settings = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_length=100,
-        num_mel_bins=128,
-    )
-    settings.update(config_overrides)
-    config = ASTConfig(**settings)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ASTModel(config)
-        emb = model.embeddings
-        with torch.no_grad():
-            for param in (emb.cls_token, emb.distillation_token, emb.position_embeddings):
-                param.normal_(0.0, 0.02)
-    folder = str(folder)
-    os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder)
-    extractor = ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length)
-    extractor.save_pretrained(folder)
-    return folder

@@ -1,11 +1,11 @@
-"""What the Whisper ASR recipe needs beyond SpeechBrain: prompts with a new language token,
-decoding in that language, and a per-step schedule sized from the data.
+"""What the Whisper ASR recipe needs beyond SpeechBrain: prompts with a new language token and
+decoding in that language.
 
 Whisper is prompted with ``<|startoftranscript|> <|xx|> <|transcribe|> <|notimestamps|>`` (an
 English-only Whisper, e.g. ``tiny.en``, has neither language nor task in its prompt:
 ``<|startoftranscript|> <|notimestamps|>``, and the YAML sets ``language_token_id: null``). For a
 language Whisper does not know, ``<|xx|>`` is added by
-:func:`speechbrain_mambadapter.whisper_utils.add_language_token` (from the recipe's YAML, after
+:func:`speechbrain_mambadapter.lobes.whisper_tokens.add_language_token` (from the recipe's YAML, after
 ``inject`` froze the model). SpeechBrain's ``S2SWhisperGreedySearcher`` and
 ``S2SWhisperBeamSearcher`` build their prompt from the tokenizer's prefix tokens, which only
 know Whisper's own languages; their ``set_lang_tokens`` overwrites the language position of
@@ -17,10 +17,9 @@ Authors
 """
 
 import logging
-import math
 
 from speechbrain_mambadapter.injection import trainable_parameter_count
-from speechbrain_mambadapter.whisper_utils import NUM_WHISPER_LANGUAGES, LanguageTokenEmbedding
+from speechbrain_mambadapter.lobes.whisper_tokens import NUM_WHISPER_LANGUAGES, LanguageTokenEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def decoder_prompt(tokenizer, language_id):
     if language_id is None and has_language:
         raise ValueError(
             "This Whisper is multilingual: its prompt needs a language token, but language_token_id "
-            "is null; keep `language_token_id: !apply:speechbrain_mambadapter.whisper_utils."
+            "is null; keep `language_token_id: !apply:speechbrain_mambadapter.lobes.whisper_tokens."
             "add_language_token` in the YAML (or use an English-only Whisper such as tiny.en)."
         )
     if language_id is not None and not has_language:
@@ -151,46 +150,6 @@ def words(texts, normalize):
     [['saluton', 'mondo'], []]
     """
     return [normalize(text).split() for text in texts]
-
-
-def per_step_schedule(make_schedule, num_examples, batch_size, epochs, grad_accumulation_factor=1):
-    """Builds a per-step schedule (``training.PerStepLR``) that spans ``epochs`` over the data.
-
-    Arguments
-    ---------
-    make_schedule : callable
-        ``PerStepLR`` with everything but ``total_steps`` bound (``!name:`` in YAML).
-    num_examples : int
-        Training utterances.
-    batch_size : int
-        Utterances per batch (the last batch of an epoch may be smaller).
-    epochs : int
-        Number of epochs. 0 is an evaluation-only run (``--number_of_epochs=0``: the recipe
-        tests the model as it starts); the schedule then spans one epoch and is never stepped.
-    grad_accumulation_factor : int
-        Batches per optimiser step.
-
-    Returns
-    -------
-    speechbrain_mambadapter.recipe.optim.PerStepLR
-
-    Example
-    -------
-    >>> from functools import partial
-    >>> from speechbrain_mambadapter.recipe.optim import PerStepLR
-    >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 15).total_steps
-    255
-    >>> per_step_schedule(partial(PerStepLR, lr_initial=1e-3), 100, 6, 0).total_steps
-    17
-    """
-    if num_examples < 1:
-        raise ValueError("The training set is empty; check the train CSV written by the data preparation.")
-    if epochs < 0:
-        raise ValueError(f"number_of_epochs must be 0 (evaluation only) or more, got {epochs}.")
-    steps_per_epoch = math.ceil(math.ceil(num_examples / batch_size) / grad_accumulation_factor)
-    # With 0 epochs the schedule is still built (the checkpointer keeps it) but never stepped;
-    # one epoch's length keeps PerStepLR's checks (warm-up shorter than the schedule) meaningful.
-    return make_schedule(total_steps=steps_per_epoch * max(1, epochs))
 
 
 def trainable_parameter_summary(whisper):

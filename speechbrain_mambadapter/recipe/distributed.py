@@ -211,6 +211,21 @@ def gather_records(records, key):
     return merged
 
 
+def unwrap(module):
+    """The module inside a ``DistributedDataParallel`` or ``DataParallel`` wrapper (SpeechBrain adds
+    one under torchrun); the module itself otherwise.
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> unwrap(layer) is layer
+    True
+    """
+    if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return module.module
+    return module
+
+
 class StepLossLog:
     """Appends one JSON line per training batch to a file (written by the main process only).
 

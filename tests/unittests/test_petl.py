@@ -465,7 +465,8 @@ def test_load_errors(tmp_path):
 
 
 def test_ast_lobe_is_unwrapped(tmp_path):
-    from speechbrain_mambadapter.lobes.ast import AST, save_random_ast
+    from speechbrain_mambadapter.lobes.ast import AST
+    from tools.tiny_models import save_random_ast
 
     lobe = AST(source=save_random_ast(tmp_path / "ast", max_length=100), freeze=True)
     wavs, lengths = torch.randn(2, 8000), torch.tensor([1.0, 0.6])

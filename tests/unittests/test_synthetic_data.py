@@ -1,4 +1,4 @@
-"""benchmarks/synthetic_data.py: the recipes' own preparation accepts its folders, layouts, determinism."""
+"""tools/synthetic_data.py: the recipes' own preparation accepts its folders, layouts, determinism."""
 
 import csv
 import doctest
@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from tools import synthetic_data as synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +27,6 @@ def _load(path, name):
     return module
 
 
-synthetic = _load("benchmarks/synthetic_data.py", "synthetic_data")
 gsc = _load("recipes/GSC/gsc_prepare.py", "gsc_prepare")
 cvp = _load("recipes/CommonVoice/common_voice_prepare.py", "common_voice_prepare")
 
@@ -174,7 +175,7 @@ def test_output_folder_policy(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not written by benchmarks/synthetic_data.py"):
+    with pytest.raises(FileExistsError, match="not written by tools/synthetic_data.py"):
         synthetic.make_gsc(foreign, 35, 1, 1, workers=1)
     assert (foreign / "notes.txt").read_text() == "mine"
 

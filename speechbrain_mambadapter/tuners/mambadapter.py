@@ -1,0 +1,247 @@
+"""MambAdapter: ``alpha * Mamba(x W_down) W_up``, a parallel adapter with a Mamba in its bottleneck.
+
+Hussain Ali, Cappellazzo, Ravanelli, "MambAdapter" (arXiv 2606.15638). ``W_down`` and
+``W_up`` (with biases) are shared by every adapter of one model: build one
+``SharedProjections`` per model and pass it to each ``MambAdapter``. The adapter keeps it
+as a plain reference, so the shared weights are owned (and saved) once, by whoever
+registered them (``inject`` puts them on the encoder). The paper's code keeps them as class
+attributes instead, so a second model built in the same process silently reuses the first
+model's trained projections; nothing here is global.
+
+Initialisation follows the paper's code: ``W_down`` ~ N(0, 0.01) (weight and bias),
+``W_up`` = 0 (so the adapted model equals the base model at step 0), the Mamba's weight
+matrices Xavier-uniform with gain 0.02, its 1-D weights U(-0.02, 0.02), its convolution bias
+0, and ``alpha`` = 0.1.
+
+``attach`` puts one MambAdapter beside each sub-layer the placement names (see
+``speechbrain_mambadapter.tuners.parallel``) and registers the model's ``SharedProjections``
+on the encoder as ``petl_shared_projections``.
+
+Example
+-------
+>>> from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
+>>> from speechbrain_mambadapter import inject
+>>> encoder = inject(TransformerEncoder(num_layers=2, nhead=2, d_ffn=16, d_model=8),
+...                  method="mambadapter", placement="houlsby", rank=4, d_state=4)
+>>> adapters = [m for m in encoder.modules() if isinstance(m, MambAdapter)]
+>>> len(adapters), all(a.projections is encoder.petl_shared_projections for a in adapters)
+(4, True)
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from speechbrain_mambadapter.mamba import build_mamba
+from speechbrain_mambadapter.tuners.parallel import ParallelAdapter, insert_parallel_adapters
+
+
+class SharedProjections(nn.Module):
+    """``W_down`` [d_model -> rank] and ``W_up`` [rank -> d_model], shared by a model's MambAdapters.
+
+    Arguments
+    ---------
+    d_model : int
+        Features of the backbone.
+    rank : int
+        Bottleneck size r.
+
+    Example
+    -------
+    >>> proj = SharedProjections(16, 4)
+    >>> proj.down.weight.shape, bool(proj.up.weight.abs().sum() == 0)
+    (torch.Size([4, 16]), True)
+    """
+
+    def __init__(self, d_model, rank):
+        super().__init__()
+        if rank < 1 or d_model < 1:
+            raise ValueError(f"d_model and rank must be positive, got d_model={d_model}, rank={rank}.")
+        self.down = nn.Linear(d_model, rank)
+        self.up = nn.Linear(rank, d_model)
+        nn.init.normal_(self.down.weight, std=0.01)
+        nn.init.normal_(self.down.bias, std=0.01)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+
+def _init_mamba_like_paper(mamba):
+    # Small weights keep the adapter's contribution tiny while W_up grows away from zero.
+    for name, param in mamba.named_parameters():
+        if "conv1d" in name and name.endswith("bias"):
+            nn.init.zeros_(param)
+        elif name.endswith("weight"):
+            if param.dim() >= 2:
+                nn.init.xavier_uniform_(param, gain=0.02)
+            else:
+                nn.init.uniform_(param, -0.02, 0.02)
+
+
+class MambAdapter(ParallelAdapter):
+    """Parallel adapter ``alpha * W_up(dropout(Mamba(W_down(x))))``; ``[B, T, d_model]`` in and out.
+
+    Arguments
+    ---------
+    d_model : int
+        Features of the backbone.
+    rank : int
+        Bottleneck size r (the Mamba's ``d_model``).
+    projections : SharedProjections, optional
+        The model's shared ``W_down``/``W_up``; held by reference, not registered here.
+        None builds projections owned by this adapter (the paper's "not shared" ablation).
+    direction : str
+        ``"causal"``, ``"inner"`` or ``"ext"`` (see ``speechbrain_mambadapter.mamba.build_mamba``).
+    d_state, d_conv, expand : int
+        Mamba hyper-parameters.
+    dropout : float
+        Dropout on the Mamba output (0.1 in the paper's code).
+    use_mamba : bool
+        False drops the Mamba (ablation "no Mamba"): ``alpha * W_up(dropout(W_down(x)))``.
+    use_alpha : bool
+        False drops the learnable scale (ablation "no alpha"): the output is not scaled.
+    alpha_init : float
+        Initial value of the learnable scale (0.1 in the paper).
+    use_fast_path : bool
+        Allow the fused Mamba kernels.
+
+    Example
+    -------
+    >>> shared = SharedProjections(16, 4)
+    >>> a, b = MambAdapter(16, 4, shared, d_state=4), MambAdapter(16, 4, shared, d_state=4)
+    >>> a.projections is b.projections, sorted(n for n, _ in a.named_parameters())[:2]
+    (True, ['alpha', 'mamba.A_log'])
+    >>> x = torch.randn(2, 5, 16)
+    >>> bool(a(x).abs().sum() == 0)  # W_up starts at zero
+    True
+    """
+
+    def __init__(
+        self,
+        d_model,
+        rank,
+        projections=None,
+        direction="causal",
+        d_state=16,
+        d_conv=4,
+        expand=2,
+        dropout=0.1,
+        use_mamba=True,
+        use_alpha=True,
+        alpha_init=0.1,
+        use_fast_path=True,
+    ):
+        super().__init__()
+        if projections is None:
+            self.own_projections = SharedProjections(d_model, rank)
+            projections = self.own_projections
+        elif not isinstance(projections, SharedProjections):
+            raise TypeError(f"projections must be a SharedProjections, got {type(projections).__name__}.")
+        elif (projections.down.in_features, projections.down.out_features) != (d_model, rank):
+            raise ValueError(
+                f"Shared projections map {projections.down.in_features} -> {projections.down.out_features}, "
+                f"but this adapter has d_model={d_model}, rank={rank}."
+            )
+        # A tuple keeps the shared module out of this adapter's parameters and state_dict.
+        self._projections = (projections,)
+        self.mamba = None
+        if use_mamba:
+            self.mamba = build_mamba(
+                rank, direction, d_state=d_state, d_conv=d_conv, expand=expand, use_fast_path=use_fast_path
+            )
+            _init_mamba_like_paper(self.mamba)
+        self.dropout = nn.Dropout(dropout)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
+
+    @property
+    def projections(self):
+        """The ``SharedProjections`` this adapter uses."""
+        return self._projections[0]
+
+    def reduce(self, x):
+        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``x W_down``, rank-wide."""
+        return self.projections.down(x)
+
+    def transform(self, h, lengths=None):
+        """The rest of the encoder, rank-wide: ``[B, T, rank]`` -> code ``dropout(Mamba(h))``."""
+        if self.mamba is not None:
+            h = self.mamba(h, lengths)
+        return self.dropout(h)
+
+    def encode(self, x, lengths=None):
+        """``[B, T, d_model]`` -> bottleneck code ``[B, T, rank]``: ``dropout(Mamba(x W_down))``."""
+        return self.transform(self.reduce(x), lengths)
+
+    def decode(self, code):
+        """Bottleneck code ``[B, T, rank]`` -> ``alpha * (code W_up + b_up)``, ``[B, T, d_model]``."""
+        up = self.projections.up
+        # alpha scales the rank-r code and the bias rather than the d_model-wide output: the
+        # same function, without a pass (and, in training, a reduction) over [B, T, d_model].
+        if self.alpha is None:  # the "no alpha" ablation
+            return up(code)
+        return F.linear(code * self.alpha, up.weight, up.bias * self.alpha)
+
+    def forward(self, x, lengths=None):
+        """``[B, T, d_model]`` -> ``[B, T, d_model]``; ``lengths`` as in the Mamba blocks."""
+        return self.decode(self.encode(x, lengths))
+
+
+NAME = "mambadapter"
+TAKES_PLACEMENT = True
+MODULES = (MambAdapter, SharedProjections)
+
+
+def attach(
+    backbone,
+    placement,
+    train_norms,
+    rank,
+    direction="causal",
+    d_state=16,
+    d_conv=4,
+    expand=2,
+    dropout=0.1,
+    share_projections=True,
+    use_mamba=True,
+    use_alpha=True,
+    alpha_init=0.1,
+    use_fast_path=True,
+):
+    """Put a MambAdapter beside each sub-layer ``placement`` names; return what to train.
+
+    Arguments
+    ---------
+    backbone : speechbrain_mambadapter.backbones.Backbone
+        Where the sites are.
+    placement : str
+        ``"pfeiffer"`` or ``"houlsby"``.
+    train_norms : bool
+        Also train the sites' LayerNorms and the final LayerNorm.
+    rank : int
+        Bottleneck size r.
+    direction, d_state, d_conv, expand, dropout, use_mamba, use_alpha, alpha_init, use_fast_path
+        As in ``MambAdapter``.
+    share_projections : bool
+        One ``W_down``/``W_up`` pair for the whole model (the paper); False gives each adapter
+        its own (the "not shared" ablation).
+
+    Returns
+    -------
+    list of torch.nn.Parameter
+    """
+    trainable = []
+    shared = None
+    if share_projections:
+        # One object per model, registered once on the encoder; adapters hold references.
+        shared = SharedProjections(backbone.d_model, rank)
+        backbone.encoder.add_module("petl_shared_projections", shared)
+        trainable += shared.parameters()
+    kwargs = dict(direction=direction, d_state=d_state, d_conv=d_conv, expand=expand, dropout=dropout)
+    kwargs.update(use_mamba=use_mamba, use_alpha=use_alpha, alpha_init=alpha_init)
+
+    def make():
+        return MambAdapter(backbone.d_model, rank, shared, use_fast_path=use_fast_path, **kwargs)
+
+    return trainable + insert_parallel_adapters(backbone, placement, train_norms, make)
