@@ -363,8 +363,8 @@ class _MethodCall(nn.Module):
         # or .eval() would switch the whole owner.
         self.training = training
 
-    def forward(self, inputs):
-        return getattr(type(self.owner), self.method)(self.owner, inputs)
+    def forward(self, *inputs):
+        return getattr(type(self.owner), self.method)(self.owner, *inputs)
 
 
 class GraphedMethod:
@@ -383,7 +383,7 @@ class GraphedMethod:
     owner : torch.nn.Module
         The module whose method this is.
     method : str
-        Name of the method: a tensor in, a tensor out.
+        Name of the method: tensors in (positional), a tensor out.
 
     Example
     -------
@@ -414,15 +414,15 @@ class GraphedMethod:
             call = _MethodCall(self.owner, self.method, training=True)
             self.train_graphs = CUDAGraphTrainingModule(call, max_graphs=max_graphs)
 
-    def __call__(self, inputs):
+    def __call__(self, *inputs):
         if self.owner.training:
             if self.graphs is not None:
                 self.graphs.reset()
             if self.train_graphs is not None:
-                return self.train_graphs(inputs)
+                return self.train_graphs(*inputs)
         elif self.graphs is not None:
-            return self.graphs(inputs)
-        return getattr(type(self.owner), self.method)(self.owner, inputs)
+            return self.graphs(*inputs)
+        return getattr(type(self.owner), self.method)(self.owner, *inputs)
 
 
 def graph_method(module, method, max_graphs, training=False):
@@ -445,8 +445,8 @@ def graph_method(module, method, max_graphs, training=False):
     module : torch.nn.Module
         The module (not a ``DistributedDataParallel`` wrapper: the module inside it).
     method : str
-        Name of a method of ``module`` that takes one tensor and returns a tensor (or a tuple of
-        tensors), e.g. an encoder's.
+        Name of a method of ``module`` that takes tensors (positional; one per call shape, e.g.
+        features and their lengths) and returns a tensor (or a tuple of tensors), e.g. an encoder's.
     max_graphs : int or None
         Input shapes (batch sizes) to capture for that stage (new, empty graphs), more run
         eagerly; None: that stage runs eagerly (its graphs are dropped).

@@ -1,12 +1,14 @@
 """The recipes' graph modes: ``inference_mode`` and ``train_mode`` in their hparams.
 
 ``inference_mode: cuda_graph`` (on the command line ``--inference_mode=cuda_graph``) replays the
-encoder of the AST or Whisper lobe (``AST.encode``, ``Whisper.forward_encoder``) as CUDA graphs
-in validation and test; ``train_mode: cuda_graph`` (``--train_mode=cuda_graph``) replays its
-forward and backward in training. Both encoders take one input shape per batch size, as both
-pad to a fixed number of frames. The two settings are independent: either, both or neither.
-A recipe's Brain calls :func:`set_graph_mode` once for each; the machinery is
-:mod:`speechbrain_mambadapter.cuda_graphs`.
+encoder of the AST or Whisper lobe (``AST.encode``, ``Whisper.forward_encoder``, and
+``WhisperEncoder.encode`` of the classification lobe) as CUDA graphs in validation and test;
+``train_mode: cuda_graph`` (``--train_mode=cuda_graph``) replays its forward and backward in
+training. AST and SpeechBrain's Whisper take one input shape per batch size, as both pad to a
+fixed number of frames; ``WhisperEncoder`` runs on the batch's own length, so it gets one graph
+per (batch size, length) and is best graphed on clips of one length (ESC-50's). The two settings
+are independent: either, both or neither. A recipe's Brain calls :func:`set_graph_mode` once for
+each; the machinery is :mod:`speechbrain_mambadapter.cuda_graphs`.
 
 Graphs need the model on a CUDA device, and training graphs cannot be captured under
 ``DistributedDataParallel``; there the stage runs eagerly, with a warning that says how to get
@@ -51,12 +53,16 @@ _STAGES = {
 
 
 def _encoder_method(lobe):
-    """The name of the lobe's encoder method (a tensor in, a tensor out), or None for a model
+    """The name of the lobe's encoder method (tensors in, a tensor out), or None for a model
     this module does not know."""
     # Imported here, one after the other: a recipe of one lobe need not import the other's module.
     from speechbrain_mambadapter.lobes.ast import AST
 
     if isinstance(lobe, AST):
+        return "encode"
+    from speechbrain_mambadapter.lobes.whisper_encoder import WhisperEncoder
+
+    if isinstance(lobe, WhisperEncoder):  # before Whisper, its base class
         return "encode"
     from speechbrain.integrations.huggingface.whisper import Whisper
 
@@ -113,8 +119,9 @@ def set_graph_mode(model, mode, training=False, max_graphs=None):
     Arguments
     ---------
     model : torch.nn.Module
-        ``speechbrain_mambadapter.lobes.ast.AST`` or SpeechBrain's Hugging Face ``Whisper``
-        (possibly inside ``DistributedDataParallel``), on its device.
+        ``speechbrain_mambadapter.lobes.ast.AST``, ``lobes.whisper_encoder.WhisperEncoder`` or
+        SpeechBrain's Hugging Face ``Whisper`` (possibly inside ``DistributedDataParallel``), on
+        its device.
     mode : str
         One of ``INFERENCE_MODES`` (``training=False``) or ``TRAIN_MODES`` (``training=True``):
         ``"eager"`` or ``"cuda_graph"``.
@@ -162,7 +169,8 @@ def set_graph_mode(model, mode, training=False, max_graphs=None):
             return None  # nothing of this module's was installed on an unknown model
         raise TypeError(
             f"{option}='cuda_graph' knows the encoders of speechbrain_mambadapter.lobes.ast.AST and "
-            f"speechbrain.integrations.huggingface.whisper.Whisper, got a {type(lobe).__name__}. Use "
+            "of the Whisper lobes (speechbrain_mambadapter.lobes.whisper_encoder.WhisperEncoder, "
+            f"speechbrain.integrations.huggingface.whisper.Whisper), got a {type(lobe).__name__}. Use "
             f"{option}='eager', or wrap a tensor-in, tensor-out part of the model in "
             f"speechbrain_mambadapter.cuda_graphs.{stage['wrapper']}."
         )
