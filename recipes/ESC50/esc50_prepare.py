@@ -1,4 +1,5 @@
-"""Data preparation for ESC-50 (Piczak 2015): 2,000 five-second clips, 50 classes, 5 folds.
+"""Data preparation for ESC-50 (Piczak 2015): 2,000 five-second clips, 50 classes, 5 folds; or
+its official ESC-10 subset (400 clips, 10 classes, same folds) with ``esc10=True``.
 
 Reads the official layout (``ESC-50-master/`` from https://github.com/karolpiczak/ESC-50)::
 
@@ -13,6 +14,11 @@ fold k, validates on the fold before it (k-1, and 5 for k=1), and trains on the 
 These are exactly the (train, valid, test) triples of the paper's code (Cappellazzo et al. 2024,
 ``folds_test = [5, 1, 2, 3, 4]`` with ``folds_valid = [4, 5, 1, 2, 3]``), so per-fold results are
 comparable with theirs; over the five runs every fold is tested once and validated on once.
+
+ESC-10 (``esc10=True``, in the recipes ``--esc10=True --n_classes=10``): the clips whose ``esc10``
+column is ``True`` (dog, rooster, rain, sea_waves, crackling_fire, crying_baby, sneezing,
+clock_tick, helicopter, chainsaw), with the same fold rotation. A data folder holding only those
+clips in the ESC-50 layout works too.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -40,6 +46,9 @@ METADATA = os.path.join("meta", "esc50.csv")
 METADATA_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 MANIFEST_COLUMNS = ["ID", "duration", "wav", "label", "fold", "esc10"]
 NUM_FOLDS = 5
+ESC10_CLASSES = (
+    "chainsaw clock_tick crackling_fire crying_baby dog helicopter rain rooster sea_waves sneezing"
+).split()
 
 
 def esc50_folds(fold):
@@ -59,8 +68,61 @@ def esc50_folds(fold):
     return train, valid, fold
 
 
+def select_esc10(rows, metadata_file):
+    """The rows of the official ESC-10 subset: those whose ``esc10`` column is ``True``.
+
+    Arguments
+    ---------
+    rows : list of dict
+        ``meta/esc50.csv`` rows.
+    metadata_file : str
+        Where they come from (named in errors).
+
+    Returns
+    -------
+    list of dict
+        The ESC-10 rows, in their order.
+
+    Example
+    -------
+    >>> rows = [{"filename": "1-100032-A-0.wav", "category": "dog", "esc10": "True"},
+    ...         {"filename": "1-100210-A-36.wav", "category": "vacuum_cleaner", "esc10": "False"}]
+    >>> [row["filename"] for row in select_esc10(rows, "meta/esc50.csv")]
+    ['1-100032-A-0.wav']
+    >>> select_esc10(rows[1:], "meta/esc50.csv")
+    Traceback (most recent call last):
+     ...
+    ValueError: ESC-10: meta/esc50.csv marks no clip as esc10=True; ...
+    """
+    values = {row["esc10"] for row in rows}
+    if not values <= {"True", "False"}:
+        raise ValueError(
+            f"ESC-10: the esc10 column of {metadata_file} holds {sorted(values - {'True', 'False'})}; "
+            "the official file has True or False only. Restore meta/esc50.csv from the ESC-50 release."
+        )
+    selected = [row for row in rows if row["esc10"] == "True"]
+    if not selected:
+        raise ValueError(
+            f"ESC-10: {metadata_file} marks no clip as esc10=True; use the official meta/esc50.csv "
+            "(it marks the 400 ESC-10 clips), or run without --esc10=True for ESC-50."
+        )
+    foreign = sorted({row["category"] for row in selected} - set(ESC10_CLASSES))
+    if foreign:
+        raise ValueError(
+            f"ESC-10: {metadata_file} marks clips of {foreign} as esc10=True, which are not ESC-10 "
+            f"classes ({', '.join(ESC10_CLASSES)}); restore meta/esc50.csv from the ESC-50 release."
+        )
+    return selected
+
+
 def prepare_esc50(
-    data_folder, save_folder, fold=1, sample_rate=SAMPLE_RATE, max_skipped_fraction=0.01, skip_prep=False
+    data_folder,
+    save_folder,
+    fold=1,
+    sample_rate=SAMPLE_RATE,
+    max_skipped_fraction=0.01,
+    esc10=False,
+    skip_prep=False,
 ):
     """Write the ESC-50 manifests of one fold of the 5-fold rotation.
 
@@ -78,6 +140,8 @@ def prepare_esc50(
     max_skipped_fraction : float
         Missing or unreadable clips are skipped and listed in ``skipped.txt``; more than this
         fraction of all clips aborts the preparation.
+    esc10 : bool
+        Only the official ESC-10 subset (``select_esc10``): 400 clips, 10 classes.
     skip_prep : bool
         If True, do nothing.
 
@@ -98,6 +162,7 @@ def prepare_esc50(
         "fold": fold,
         "sample_rate": sample_rate,
         "max_skipped_fraction": max_skipped_fraction,
+        "esc10": bool(esc10),
     }
     if preparation_done(save_folder, options):
         logger.info(
@@ -107,6 +172,8 @@ def prepare_esc50(
     check_data_folder(data_folder, ESC50, [METADATA, "audio"])
     metadata_file = os.path.join(data_folder, METADATA)
     rows = read_metadata_csv(metadata_file, METADATA_COLUMNS, ESC50)
+    if esc10:
+        rows = select_esc10(rows, metadata_file)
     begin_preparation(save_folder)
 
     split_of = {test_fold: "test", valid_fold: "valid", **{f: "train" for f in train_folds}}

@@ -12,7 +12,9 @@ linear head over its mean-pooled output tokens. Run::
 fold k, validates on fold k-1 and trains on the other three (5-fold rotation,
 ``esc50_prepare.esc50_folds``); ``python recipes/run_folds.py`` runs all folds and seeds. The
 method's settings are top-level keys: ``--rank=8``, ``--use_mamba=False --experiment=no_mamba``.
-Offline, pass ``--pretrained_source=<local dir>`` with a saved AST.
+Offline, pass ``--pretrained_source=<local dir>`` with a saved AST. ``hparams/whisper_*.yaml`` use
+Whisper's encoder instead (``lobes.whisper_encoder.WhisperEncoder``, Whisper-base). ESC-10, the
+official 10-class subset with the same folds: ``--esc10=True --n_classes=10``.
 
 Outputs (``output_folder``): ``train_log.txt``, adapter-only checkpoints in ``save/`` (the latest,
 to resume, and the best on validation accuracy, which the test uses), ``metrics.json`` and
@@ -47,6 +49,7 @@ DATA_HPARAMS = (
     "data_folder",
     "prepared_folder",
     "skip_prep",
+    "esc10",
     "sample_rate",
     "n_classes",
     "fold",
@@ -251,6 +254,7 @@ if __name__ == "__main__":
             "save_folder": hparams["prepared_folder"],
             "fold": hparams["fold"],
             "sample_rate": hparams["sample_rate"],
+            "esc10": hparams["esc10"],
             "skip_prep": hparams["skip_prep"],
         },
     )
