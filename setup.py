@@ -27,9 +27,12 @@ setup(
         "safetensors",
         "tqdm",
         "matplotlib",
+        "pyyaml",
     ],
     extras_require={
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
+        # python -m speechbrain_mambadapter.study run ... --launcher slurm
+        "slurm": ["submitit>=1.5"],
         "dev": ["pytest>=7", "ruff>=0.6", "yamllint>=1.35", "codespell>=2.3"],
     },
 )

@@ -1,7 +1,9 @@
-"""Aggregate classification runs into a Table-1-style markdown table.
+"""Read the test results of recipe runs and aggregate classification runs into a Table-1-style table.
 
-Every run of the AST classification recipes writes ``metrics.json`` in its output folder
-(``speechbrain_mambadapter.classification``). This module finds them under the folders given,
+Every run of the AST classification recipes writes ``metrics.json`` in its output folder, every run
+of the Common Voice recipe ``wer_test.txt``; :func:`read_result` reads either into one record (the
+studies of ``speechbrain_mambadapter.study`` build their tables and figures on it). For
+classification runs, this module also finds the metrics files under the folders given,
 groups them by configuration (the hparams file's name, e.g. ``mambadapter_houlsby``) and
 dataset, and prints test accuracy as mean ± standard deviation over all runs of a cell (every
 fold and seed), with the number of runs and the trainable parameters of each configuration::
@@ -21,9 +23,17 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 METRICS_FILE = "metrics.json"
+WER_FILE = "wer_test.txt"
+# The files a finished run leaves, one per kind of recipe (classification, ASR).
+RESULT_FILES = (METRICS_FILE, WER_FILE)
+# The first line of SpeechBrain's ErrorRateStats.write_stats (Kaldi's compute-wer format).
+WER_LINE = re.compile(r"^%WER ([0-9.]+) \[ (\d+) / (\d+),")
+# The Common Voice recipe's log line with the trainable parameters (speechbrain_mambadapter.recipe.asr).
+ASR_PARAMETERS_LINE = re.compile(r": ([0-9.]+)M trainable parameters of ")
 REQUIRED_KEYS = ("dataset", "experiment", "fold", "seed", "test_accuracy", "trainable_parameters")
 # Column order and headers of the paper's Table 1; other datasets follow, alphabetically.
 DATASET_HEADERS = {"ESC50": "ESC-50", "UrbanSound8k": "US8K", "GSC": "GSC", "FSC": "FSC"}
@@ -112,6 +122,111 @@ def load_runs(paths):
         seen[key] = path
         runs.append({**metrics, "path": path})
     return runs
+
+
+def read_wer(path):
+    """Word error rate of a ``wer_test.txt`` written by SpeechBrain's ``ErrorRateStats``.
+
+    Returns
+    -------
+    dict
+        ``wer`` (percent), ``errors`` (edits) and ``words`` (reference words).
+
+    Raises
+    ------
+    ValueError
+        When the first line is not a ``%WER`` summary (a file cut short by a killed run).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "wer_test.txt")
+    >>> _ = open(path, "w").write("%WER 12.50 [ 5 / 40, 1 ins, 2 del, 2 sub ]\\n%SER 50.00 [ 2 / 4 ]\\n")
+    >>> read_wer(path)
+    {'wer': 12.5, 'errors': 5, 'words': 40}
+    """
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    match = WER_LINE.match(first)
+    if match is None:
+        raise ValueError(
+            f"{path} does not start with a '%WER ...' line (found {first.strip()[:80]!r}): the run that "
+            "wrote it was probably killed while testing. Delete the file and run that run again."
+        )
+    return {"wer": float(match.group(1)), "errors": int(match.group(2)), "words": int(match.group(3))}
+
+
+def _asr_trainable_parameters(folder):
+    """The trainable parameters the Common Voice recipe logged (to 1,000), or None."""
+    try:
+        with open(os.path.join(folder, "log.txt"), encoding="utf-8") as f:
+            for line in f:
+                match = ASR_PARAMETERS_LINE.search(line)
+                if match:
+                    return round(float(match.group(1)) * 1e6)
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def read_result(folder):
+    """The test result of the run whose output folder is ``folder``, or None if it has none yet.
+
+    Classification runs (``metrics.json``) give their test accuracy, ASR runs (``wer_test.txt``)
+    their word error rate, both in percent.
+
+    Returns
+    -------
+    dict or None
+        ``metric`` (``"accuracy"`` or ``"WER"``), ``value`` (percent), ``higher_is_better``,
+        ``trainable_parameters`` (exact for classification; for ASR to 1,000, read from ``log.txt``,
+        or None) and ``file``.
+
+    Raises
+    ------
+    ValueError
+        When the result file exists but cannot be read.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> read_result(folder) is None
+    True
+    >>> _ = open(os.path.join(folder, METRICS_FILE), "w").write(
+    ...     '{"test_accuracy": 0.925, "trainable_parameters": 66000}')
+    >>> result = read_result(folder)
+    >>> result["metric"], result["value"], result["trainable_parameters"]
+    ('accuracy', 92.5, 66000)
+    """
+    path = os.path.join(folder, METRICS_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                metrics = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path} is not valid JSON ({error}); delete it and rerun that run's test."
+                ) from error
+        if "test_accuracy" not in metrics:
+            raise ValueError(f"{path} has no test_accuracy: it was not written by a classification recipe.")
+        return {
+            "metric": "accuracy",
+            "value": 100.0 * metrics["test_accuracy"],
+            "higher_is_better": True,
+            "trainable_parameters": metrics.get("trainable_parameters"),
+            "file": path,
+        }
+    path = os.path.join(folder, WER_FILE)
+    if os.path.isfile(path):
+        return {
+            "metric": "WER",
+            "value": read_wer(path)["wer"],
+            "higher_is_better": False,
+            "trainable_parameters": _asr_trainable_parameters(folder),
+            "file": path,
+        }
+    return None
 
 
 def mean_std(values):
