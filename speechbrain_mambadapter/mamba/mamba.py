@@ -1,9 +1,9 @@
 """Mamba blocks: causal (drop-in twin of mamba-ssm's ``Mamba``) and bidirectional.
 
 ``Mamba`` has the constructor, parameter names, shapes and initialisation of
-``mamba_ssm.modules.mamba_simple.Mamba``, so state_dicts load both ways. It runs
-the fused kernels when they can run (see ``ops.use_fused_path``) and the
-pure-PyTorch reference otherwise, with the same parameters.
+``mamba_ssm.modules.mamba_simple.Mamba``, so state_dicts load both ways. On CUDA it
+runs the project's Triton kernels (or mamba-ssm's; see ``ops.select_backend``), elsewhere the
+pure-PyTorch reference, with the same parameters.
 
 For non-causal encoders there are two bidirectional variants (Vision Mamba;
 "An Exploration of Mamba for Speech Self-Supervised Models"):
@@ -141,7 +141,7 @@ class Mamba(nn.Module):
     d_state : int
         SSM state size N.
     d_conv : int
-        Causal convolution width (any value >= 1; the fused kernel runs for 2..4).
+        Causal convolution width (any value >= 1, on every path).
     expand : int
         ``d_inner = expand * d_model``.
     dt_rank : int or "auto"
@@ -153,7 +153,7 @@ class Mamba(nn.Module):
     bias : bool
         Bias in ``in_proj`` and ``out_proj``.
     use_fast_path : bool
-        Allow the fused CUDA kernels; False always runs the reference path.
+        Allow the GPU kernels; False always runs the reference path.
     layer_idx : int, optional
         Kept for compatibility with mamba-ssm.
     device, dtype : optional
@@ -246,6 +246,20 @@ class Mamba(nn.Module):
             fused,
         )
 
+    def _gated_cl(self, xz, conv1d, x_proj, dt_proj, A_log, D):
+        """The Triton path's gated SSM of one direction: ``[B, L, 2·d_inner]`` → ``[B, L, d_inner]``."""
+        return ops.mamba_gated_cl(
+            xz[..., : self.d_inner],
+            xz[..., self.d_inner :],
+            conv1d.weight,
+            conv1d.bias,
+            x_proj.weight,
+            dt_proj.weight,
+            -torch.exp(A_log.float()),
+            D.float(),
+            dt_proj.bias.float(),
+        )
+
     def forward(self, hidden_states, lengths=None):
         """Run the block.
 
@@ -262,9 +276,14 @@ class Mamba(nn.Module):
         torch.Tensor
             ``[B, L, d_model]``.
         """
+        backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
+        if backend == "triton":
+            # Channels-last from in_proj to out_proj: no transposes.
+            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)
+            y = self._gated_cl(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+            return F.linear(y, self.out_proj.weight, self.out_proj.bias)
         xz = self._in_proj(hidden_states)
-        fused = ops.use_fused_path(xz, self.d_conv, self.use_fast_path)
-        inner_fn = ops.mamba_inner_fn if fused else ops.mamba_inner_ref
+        inner_fn = ops.mamba_inner_fn if backend == "mamba_ssm" else ops.mamba_inner_ref
         return inner_fn(
             xz,
             self.conv1d.weight,
@@ -328,8 +347,16 @@ class BiMambaInner(Mamba):
 
     def forward(self, hidden_states, lengths=None):
         """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``."""
+        backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
+        if backend == "triton":
+            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)
+            y = self._gated_cl(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+            xz_b = reverse_padded(xz, lengths, dim=1)
+            y_b = self._gated_cl(xz_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
+            y = y + reverse_padded(y_b, lengths, dim=1)
+            return F.linear(y, self.out_proj.weight, self.out_proj.bias)
         xz = self._in_proj(hidden_states)
-        fused = ops.use_fused_path(xz, self.d_conv, self.use_fast_path)
+        fused = backend == "mamba_ssm"
         y = self._gated(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, fused)
         xz_b = reverse_padded(xz, lengths, dim=2)
         y_b = self._gated(xz_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, fused)

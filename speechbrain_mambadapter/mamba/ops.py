@@ -1,25 +1,31 @@
-"""Fused-kernel dispatch for Mamba, with pure-PyTorch references of the same signatures.
+"""Kernel dispatch for Mamba, with pure-PyTorch references of the same signatures.
 
-=====================  ==========================  =====================
-operation              fused (mamba-ssm, CUDA)     reference (anywhere)
-=====================  ==========================  =====================
-depthwise causal conv  ``causal_conv1d_fn``        ``causal_conv1d_ref``
-selective scan         ``selective_scan_fn``       ``selective_scan_ref``
-whole Mamba inner op   ``mamba_inner_fn``          ``mamba_inner_ref``
-=====================  ==========================  =====================
+=====================  =========================  ==========================  =====================
+operation              Triton (CUDA, any width)   mamba-ssm (CUDA)            reference (anywhere)
+=====================  =========================  ==========================  =====================
+depthwise causal conv  ``causal_conv1d_triton``   ``causal_conv1d_fn`` (2-4)  ``causal_conv1d_ref``
+selective scan         ``selective_scan_triton``  ``selective_scan_fn``       ``selective_scan_ref``
+whole Mamba inner op   ``mamba_gated_cl``         ``mamba_inner_fn``          ``mamba_inner_ref``
+=====================  =========================  ==========================  =====================
 
-``use_fused_path`` is the one place that decides which column runs.
+``select_backend`` is the one place that decides which column runs: the project's Triton kernels on
+CUDA (they are faster than mamba-ssm's at every shape ``benchmarks/scan_kernels.py`` measures, and
+take any convolution width), mamba-ssm's when Triton is missing, the reference on CPU.
+``set_kernel_backend`` (or the environment variable ``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
 
 Authors
  * speechbrain-mambadapter contributors 2026
 """
 
 import logging
+import os
 
-import torch  # noqa: F401  (the doctests use it)
+import torch
 import torch.nn.functional as F
 
 from speechbrain_mambadapter.mamba.scan import selective_scan_ref
+from speechbrain_mambadapter.mamba.triton_ops import causal_conv1d_cl, selective_scan_cl
+from speechbrain_mambadapter.mamba.triton_scan import TRITON_AVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +38,46 @@ except ImportError:
 FUSED_KERNELS_AVAILABLE = mamba_inner_fn is not None
 # causal-conv1d compiles kernels for these widths only.
 FUSED_CONV_WIDTHS = (2, 3, 4)
-INSTALL_HINT = "pip install 'speechbrain-mambadapter[cuda]' (or: pip install mamba-ssm causal-conv1d)"
+INSTALL_HINT = "pip install triton (it comes with PyTorch's CUDA wheels on Linux)"
+BACKENDS = ("auto", "triton", "mamba_ssm", "reference")
+ENV_VAR = "SPEECHBRAIN_MAMBADAPTER_KERNELS"
 
 _reported = set()
+_preference = {"backend": "auto"}
 
 
 def _report_once(key, level, message):
-    if key not in _reported:
-        _reported.add(key)
-        logger.log(level, message)
+    if torch.compiler.is_compiling() or key in _reported:
+        return
+    _reported.add(key)
+    logger.log(level, message)
 
 
-def use_fused_path(x, d_conv, use_fast_path=True):
-    """Decide whether the fused CUDA kernels can run, and log the choice once.
+def set_kernel_backend(backend="auto"):
+    """Pin the Mamba kernels on CUDA for this process (``"auto"`` restores the default choice).
+
+    Arguments
+    ---------
+    backend : str
+        ``"auto"``, ``"triton"``, ``"mamba_ssm"`` or ``"reference"``. A pinned GPU backend that
+        cannot run (not installed, or mamba-ssm with a convolution width outside 2..4) falls back
+        to the reference path, with a warning.
+
+    Example
+    -------
+    >>> set_kernel_backend("reference"); set_kernel_backend()
+    >>> set_kernel_backend("cuda")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend must be one of ('auto', 'triton', 'mamba_ssm', 'reference'), got 'cuda'.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    _preference["backend"] = backend
+
+
+def select_backend(x, d_conv, use_fast_path=True):
+    """Choose the kernels for one Mamba call, and log the choice once.
 
     Arguments
     ---------
@@ -57,38 +90,46 @@ def use_fused_path(x, d_conv, use_fast_path=True):
 
     Returns
     -------
-    bool
-        True when the mamba-ssm / causal-conv1d kernels should run.
+    str
+        ``"triton"``, ``"mamba_ssm"`` or ``"reference"``.
 
     Example
     -------
-    >>> use_fused_path(torch.zeros(1, 4, 3), d_conv=4)
-    False
+    >>> select_backend(torch.zeros(1, 4, 3), d_conv=4)
+    'reference'
     """
-    if not use_fast_path:
-        _report_once("forced", logging.INFO, "Mamba: reference PyTorch path (use_fast_path=False).")
-        return False
+    wanted = _preference["backend"]
+    if not use_fast_path or wanted == "reference":
+        _report_once("forced", logging.INFO, "Mamba: reference PyTorch path (use_fast_path=False or pinned).")
+        return "reference"
     if not x.is_cuda:
         _report_once("cpu", logging.INFO, "Mamba: reference PyTorch path (tensors are not on CUDA).")
-        return False
-    if not FUSED_KERNELS_AVAILABLE:
+        return "reference"
+    if wanted in ("auto", "triton") and TRITON_AVAILABLE:
         _report_once(
-            "missing",
-            logging.WARNING,
-            "Mamba: running on CUDA without the fused kernels, which is much slower and uses "
-            f"more memory. Install them with: {INSTALL_HINT}",
+            "triton", logging.INFO, "Mamba: the project's Triton kernels (selective scan, causal conv)."
         )
-        return False
-    if d_conv not in FUSED_CONV_WIDTHS:
-        _report_once(
-            f"width{d_conv}",
-            logging.INFO,
-            f"Mamba: reference PyTorch path for d_conv={d_conv} "
-            f"(causal-conv1d supports widths {FUSED_CONV_WIDTHS}).",
-        )
-        return False
-    _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
-    return True
+        return "triton"
+    if wanted in ("auto", "mamba_ssm") and FUSED_KERNELS_AVAILABLE and d_conv in FUSED_CONV_WIDTHS:
+        _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
+        return "mamba_ssm"
+    if wanted == "mamba_ssm" and FUSED_KERNELS_AVAILABLE:
+        reason = f"causal-conv1d supports widths {FUSED_CONV_WIDTHS}, not d_conv={d_conv}"
+    elif wanted == "mamba_ssm":
+        reason = "mamba-ssm is not installed: pip install mamba-ssm causal-conv1d"
+    else:
+        reason = f"Triton is not installed: {INSTALL_HINT}"
+    _report_once(
+        f"missing-{wanted}-{d_conv}",
+        logging.WARNING,
+        f"Mamba: running on CUDA on the reference PyTorch path, which is much slower and uses more "
+        f"memory ({reason}).",
+    )
+    return "reference"
+
+
+if os.environ.get(ENV_VAR):
+    set_kernel_backend(os.environ[ENV_VAR])
 
 
 def causal_conv1d_ref(x, weight, bias=None, activation=None):
@@ -163,7 +204,7 @@ def mamba_ssm_gated(
     D, delta_bias : torch.Tensor
         ``[D]``.
     fused : bool
-        Use the causal-conv1d / mamba-ssm kernels (see ``use_fused_path``).
+        Use the causal-conv1d / mamba-ssm kernels (``select_backend`` returned ``"mamba_ssm"``).
 
     Returns
     -------
@@ -250,3 +291,40 @@ def mamba_inner_ref(
         xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias, fused=False
     )
     return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+
+
+def mamba_gated_cl(x, z, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, A, D, delta_bias):
+    """Mamba's block between ``in_proj`` and ``out_proj`` on the Triton kernels, channels-last.
+
+    ``x`` and ``z`` are the two halves of ``in_proj``'s ``[batch, L, 2·D]`` output, passed as views:
+    the convolution, the projections and the scan read strided tensors, nothing is transposed.
+
+    Arguments
+    ---------
+    x, z : torch.Tensor
+        ``[batch, L, D]`` (any strides).
+    conv1d_weight : torch.Tensor
+        ``[D, 1, W]``, any width W.
+    conv1d_bias : torch.Tensor or None
+        ``[D]``.
+    x_proj_weight : torch.Tensor
+        ``[dt_rank + 2·N, D]``.
+    delta_proj_weight : torch.Tensor
+        ``[D, dt_rank]``.
+    A : torch.Tensor
+        ``[D, N]``, negative.
+    D, delta_bias : torch.Tensor
+        ``[D]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, L, D]``.
+    """
+    x = causal_conv1d_cl(x, conv1d_weight.squeeze(1), conv1d_bias, activation="silu")
+    x_dbl = F.linear(x, x_proj_weight)
+    dt_rank, d_state = delta_proj_weight.shape[1], A.shape[1]
+    delta = F.linear(x_dbl[..., :dt_rank], delta_proj_weight)
+    B = x_dbl[..., dt_rank : dt_rank + d_state]
+    C = x_dbl[..., dt_rank + d_state :]
+    return selective_scan_cl(x, delta, A, B, C, D, z, delta_bias, delta_softplus=True)

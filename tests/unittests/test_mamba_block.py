@@ -1,8 +1,6 @@
 """The Mamba blocks: mamba-ssm compatibility, initialisation, causality, padding invariance."""
 
-import logging
 import math
-import types
 
 import pytest
 import torch
@@ -14,7 +12,6 @@ from speechbrain_mambadapter.mamba import (
     Mamba,
     build_mamba,
     causal_conv1d_ref,
-    ops,
     relative_to_absolute_lengths,
     reverse_padded,
 )
@@ -209,19 +206,3 @@ def test_bf16_activations_on_cpu():
     block = Mamba(d_model=8, d_state=4).to(torch.bfloat16)
     y = block(torch.randn(2, 9, 8, dtype=torch.bfloat16))
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
-
-
-def test_path_choice_is_logged_once_and_missing_kernels_warn_with_install_command(monkeypatch, caplog):
-    monkeypatch.setattr(ops, "_reported", set())
-    fake_cuda = types.SimpleNamespace(is_cuda=True)
-    monkeypatch.setattr(ops, "FUSED_KERNELS_AVAILABLE", False)
-    with caplog.at_level(logging.INFO, logger=ops.__name__):
-        assert ops.use_fused_path(fake_cuda, 4) is False
-        assert ops.use_fused_path(fake_cuda, 4) is False
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "pip install" in warnings[0].getMessage()
-    monkeypatch.setattr(ops, "FUSED_KERNELS_AVAILABLE", True)
-    assert ops.use_fused_path(fake_cuda, 4) is True
-    assert ops.use_fused_path(fake_cuda, 5) is False  # causal-conv1d has widths 2..4 only
-    assert ops.use_fused_path(fake_cuda, 4, use_fast_path=False) is False
-    assert ops.use_fused_path(torch.zeros(1), 4) is False

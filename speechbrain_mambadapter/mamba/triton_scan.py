@@ -1,0 +1,512 @@
+"""Selective scan (Mamba-1's S6 recurrence) in Triton: forward and backward, channels-last.
+
+The tensors are the ones the Mamba block's linear layers produce, time-major and channels-last:
+``u``, ``delta``, ``z`` and the output are ``[batch, L, D]``, ``B`` and ``C`` are ``[batch, L, N]``,
+each with any strides (``B`` and ``C`` are usually column slices of ``x_proj``'s output), so the
+block needs no transposes or copies around the scan. ``A`` is ``[D, N]`` (one real decay per channel
+and state), ``D`` and ``delta_bias`` are ``[D]``. The state is fp32; inputs are bf16, fp16 or fp32.
+
+Work decomposition. One program owns one batch row, ``BD`` channels, all ``N`` states and one
+*segment* of time, which it walks through in chunks of ``T`` steps. A chunk is one tile
+``[N, T, BD]``: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of all its steps are formed
+at once from coalesced ``[T, BD]`` and ``[N, T]`` loads, the linear recurrence inside the chunk is an
+associative scan along the time axis (the state entering the chunk is added afterwards), and the
+sum over states that gives ``y`` stays inside each thread. When the batch is small, time is cut
+into several segments so that the GPU has enough programs: a first pass computes each segment's
+end state from a zero start and its total decay, and the output pass combines those summaries
+to find the state entering its segment. The backward pass runs the same way in reverse time,
+from the chunk-start states the forward pass saved (``[batch, n_chunks, D, N]``, fp32).
+
+The functions here take and return channels-last tensors; :mod:`speechbrain_mambadapter.mamba.ops`
+registers them as ``torch.library`` custom ops and gives them mamba-ssm's signature.
+
+Authors
+ * speechbrain-mambadapter contributors 2026
+"""
+
+import functools
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the package works without Triton; ops.py falls back to the reference
+    triton = tl = None
+
+TRITON_AVAILABLE = triton is not None
+
+# Time steps per chunk in training: the forward pass saves the state at every chunk start, the
+# backward pass restarts from those states. A function of N only, so that the fake (meta)
+# implementations can give the saved states' shape.
+_TILE_ELEMENTS = 256  # N·T per tile column; with BD = 32 and 8 warps, 32 fp32 values per thread
+
+
+def next_power_of_2(n):
+    """Smallest power of two >= ``n`` (and >= 2).
+
+    Example
+    -------
+    >>> next_power_of_2(5), next_power_of_2(16), next_power_of_2(1)
+    (8, 16, 2)
+    """
+    return max(2, 1 << (int(n) - 1).bit_length())
+
+
+def chunk_len(d_state):
+    """Time steps per chunk (and between saved states) for ``d_state`` states.
+
+    Example
+    -------
+    >>> chunk_len(16), chunk_len(64), chunk_len(8)
+    (16, 4, 32)
+    """
+    return max(4, min(32, _TILE_ELEMENTS // next_power_of_2(d_state)))
+
+
+def saved_states_shape(batch, length, d_inner, d_state):
+    """Shape of the chunk-start states the forward pass saves for the backward pass.
+
+    Example
+    -------
+    >>> saved_states_shape(2, 100, 32, 16)
+    (2, 7, 32, 16)
+    """
+    chunk = _config(d_inner, d_state, training=True)[0]
+    return (batch, -(-length // chunk), d_inner, next_power_of_2(d_state))
+
+
+@functools.cache
+def _sm_count(device_index):
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _programs_wanted(device):
+    """About two programs per multiprocessor keep a GPU busy (a fixed 8 off CUDA)."""
+    if device.type != "cuda":
+        return 8
+    return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _segments(batch, length, d_inner, block_d, chunk, device, segments):
+    """Number of time segments and steps per segment (a multiple of ``chunk``)."""
+    n_chunks = -(-length // chunk)
+    if segments <= 0:
+        base = batch * -(-d_inner // block_d)
+        segments = -(-_programs_wanted(device) // base)
+        # A segment below 4 chunks costs more in summaries than it gains in parallelism.
+        segments = min(segments, max(1, n_chunks // 4))
+    segments = max(1, min(segments, n_chunks))
+    per_segment = -(-n_chunks // segments)
+    return -(-n_chunks // per_segment), per_segment * chunk
+
+
+# benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
+_TUNING = {"inference": None, "training": None}
+
+
+def _config(d_inner, d_state, training):
+    """Tile sizes: (T, BD, num_warps). BD channels sit on a warp's lanes, the warps split time."""
+    tuned = _TUNING["training" if training else "inference"]
+    if tuned is not None:
+        return tuned
+    t = chunk_len(d_state)
+    if not training and d_state <= 16:
+        t = 32
+    return t, min(32, next_power_of_2(d_inner)), 8
+
+
+if TRITON_AVAILABLE:
+    _LOG2E = tl.constexpr(1.4426950408889634)
+
+    @triton.jit
+    def _combine(a1, b1, a2, b2):
+        # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _softplus(x):
+        return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+    @triton.jit
+    def _delta(dt_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """Load a ``[T, BD]`` tile of delta and return (delta after bias and softplus, the raw
+        value it was computed from); 0 where masked, so that padded steps keep the state."""
+        raw = tl.load(dt_ptr + off, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[None, :]
+        dt = raw
+        if SOFTPLUS:
+            dt = _softplus(raw)
+        return tl.where(mask, dt, 0.0), raw
+
+    @triton.jit
+    def _scan_fwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
+        out_ptr, last_ptr, states_ptr, seg_ptr,
+        L, D, N, seg_len, n_seg,
+        s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
+        s_zb, s_zl, s_zd, s_Ad, s_An,
+        MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
+        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    ):  # fmt: skip
+        """MODE 0: each segment's (total decay, end state from zero) into ``seg``.
+        MODE 1: the output, the last state and, if SAVE_STATES, every chunk's start state."""
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        mask_d = offs_d < D
+        offs_n = tl.arange(0, NP)
+        mask_n = offs_n < N
+        offs_t = tl.arange(0, T)
+        mask_nd = mask_n[:, None] & mask_d[None, :]
+        A = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=mask_nd, other=0.0)
+        A2 = A.to(tl.float32) * _LOG2E  # [NP, BD]; exp(dt A) = exp2(dt A log2 e)
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        skip = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(Dsk_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        # Summaries and states are [.., D, NP] fp32, contiguous.
+        nd_off = offs_d[None, :] * NP + offs_n[:, None]
+        h = tl.zeros([NP, BD], dtype=tl.float32)
+        if MODE == 1:
+            for s2 in range(0, pid_s):
+                base = seg_ptr + ((pid_b * n_seg + s2) * 2) * D * NP
+                decay = tl.load(base + nd_off, mask=mask_nd, other=0.0)
+                end = tl.load(base + D * NP + nd_off, mask=mask_nd, other=0.0)
+                h = decay * h + end
+        dt_sum = tl.zeros([BD], dtype=tl.float32)
+        t_start = pid_s * seg_len
+        t_stop = tl.minimum(t_start + seg_len, L)
+        for c in range(t_start, t_stop, T):
+            t = c + offs_t
+            mask_t = t < L
+            mask_td = mask_t[:, None] & mask_d[None, :]
+            dt, _ = _delta(dt_ptr, pid_b * s_tb + t[:, None] * s_tl + offs_d[None, :] * s_td, mask_td,
+                           bias, HAS_BIAS, SOFTPLUS)  # fmt: skip
+            u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud, mask=mask_td,
+                        other=0.0).to(tl.float32)  # fmt: skip
+            mask_nt = mask_n[:, None] & mask_t[None, :]
+            Bt = tl.load(B_ptr + pid_b * s_Bb + t[None, :] * s_Bl + offs_n[:, None] * s_Bn, mask=mask_nt,
+                         other=0.0).to(tl.float32)  # fmt: skip
+            if SAVE_STATES:
+                chunk_base = states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP
+                tl.store(chunk_base + nd_off, h, mask=mask_nd)
+            a = tl.exp2(dt[None, :, :] * A2[:, None, :])  # [NP, T, BD]
+            bx = (dt * u)[None, :, :] * Bt[:, :, None]
+            ha, hb = tl.associative_scan((a, bx), 1, _combine)
+            hs = hb + ha * h[:, None, :]
+            # Padded steps have decay 1 and input 0, so the last row is the chunk's end state.
+            h = tl.sum(tl.where(offs_t[None, :, None] == T - 1, hs, 0.0), axis=1)
+            if MODE == 0:
+                dt_sum += tl.sum(dt, axis=0)
+            else:
+                Ct = tl.load(C_ptr + pid_b * s_Cb + t[None, :] * s_Cl + offs_n[:, None] * s_Cn,
+                             mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
+                y = tl.sum(hs * Ct[:, :, None], axis=0)  # [T, BD]
+                if HAS_D:
+                    y += skip[None, :] * u
+                if HAS_Z:
+                    z = tl.load(z_ptr + pid_b * s_zb + t[:, None] * s_zl + offs_d[None, :] * s_zd,
+                                mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
+                    y *= z * tl.sigmoid(z)
+                out_off = (pid_b * L + t[:, None]) * D + offs_d[None, :]
+                tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask_td)
+        if MODE == 0:
+            base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
+            tl.store(base + nd_off, tl.exp2(A2 * dt_sum[None, :]), mask=mask_nd)
+            tl.store(base + D * NP + nd_off, h, mask=mask_nd)
+        else:
+            if pid_s == n_seg - 1:
+                tl.store(last_ptr + pid_b * D * NP + nd_off, h, mask=mask_nd)
+
+    @triton.jit
+    def _scan_bwd_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
+        dout_ptr, dlast_ptr, states_ptr, seg_ptr,
+        du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+        L, D, N, seg_len, n_seg,
+        s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
+        s_zb, s_zl, s_zd, s_Ad, s_An, s_ob, s_ol, s_od,
+        MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    ):  # fmt: skip
+        """Reverse-time pass. With g[t] = dLoss/dh[t] (the full gradient reaching the state),
+        ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``: a reverse scan over (a[t+1], C[t] dy[t]).
+
+        MODE 0: each segment's (product of a[t+1] over it, g at its first step from zero).
+        MODE 1: all gradients. du, ddelta (raw, before bias and softplus) and dz are written in
+        place; dB and dC as per-channel-block partial sums ``[n_dblocks, batch, L, NP]``;
+        dA, dD and ddelta_bias as per-(batch, segment) partial sums.
+        """
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        mask_d = offs_d < D
+        offs_n = tl.arange(0, NP)
+        mask_n = offs_n < N
+        offs_t = tl.arange(0, T)
+        mask_nd = mask_n[:, None] & mask_d[None, :]
+        A = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=mask_nd, other=0.0)
+        A = A.to(tl.float32)
+        A2 = A * _LOG2E
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        skip = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(Dsk_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        nd_off = offs_d[None, :] * NP + offs_n[:, None]
+        # gc: gradient reaching the state just after the current chunk, g[chunk end + 1].
+        gc = tl.zeros([NP, BD], dtype=tl.float32)
+        if MODE == 1:
+            if HAS_DLAST:
+                gc = tl.load(dlast_ptr + pid_b * D * NP + nd_off, mask=mask_nd, other=0.0)
+            for i in range(0, n_seg - 1 - pid_s):
+                s2 = n_seg - 1 - i
+                base = seg_ptr + ((pid_b * n_seg + s2) * 2) * D * NP
+                decay = tl.load(base + nd_off, mask=mask_nd, other=0.0)
+                first = tl.load(base + D * NP + nd_off, mask=mask_nd, other=0.0)
+                gc = decay * gc + first
+        dtn_sum = tl.zeros([BD], dtype=tl.float32)
+        dA_acc = tl.zeros([NP, BD], dtype=tl.float32)
+        dD_acc = tl.zeros([T, BD], dtype=tl.float32)
+        dbias_acc = tl.zeros([T, BD], dtype=tl.float32)
+        t_start = pid_s * seg_len
+        n_chunks = tl.cdiv(tl.minimum(t_start + seg_len, L) - t_start, T)
+        for i in range(0, n_chunks):
+            c = t_start + (n_chunks - 1 - i) * T
+            t = c + offs_t
+            mask_t = t < L
+            mask_td = mask_t[:, None] & mask_d[None, :]
+            mask_nt = mask_n[:, None] & mask_t[None, :]
+            td_off = t[:, None] * s_tl + offs_d[None, :] * s_td + pid_b * s_tb
+            mask_next = (t + 1 < L)[:, None] & mask_d[None, :]
+            # a[t+1]: delta one step later; past the last step the decay is 1 (g[L] = dlast).
+            dtn, _ = _delta(dt_ptr, td_off + s_tl, mask_next, bias, HAS_BIAS, SOFTPLUS)
+            dout = tl.load(dout_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od,
+                           mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
+            Ct = tl.load(C_ptr + pid_b * s_Cb + t[None, :] * s_Cl + offs_n[:, None] * s_Cn,
+                         mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
+            dy = dout
+            if HAS_Z:
+                z = tl.load(z_ptr + pid_b * s_zb + t[:, None] * s_zl + offs_d[None, :] * s_zd,
+                            mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
+                z_sig = tl.sigmoid(z)
+                dy = dout * z * z_sig
+            an = tl.exp2(dtn[None, :, :] * A2[:, None, :])
+            x = Ct[:, :, None] * dy[None, :, :]
+            pa, gl = tl.associative_scan((an, x), 1, _combine, reverse=True)
+            g = gl + pa * gc[:, None, :]
+            gc = tl.sum(tl.where(offs_t[None, :, None] == 0, g, 0.0), axis=1)
+            if MODE == 0:
+                dtn_sum += tl.sum(dtn, axis=0)
+            else:
+                dt, raw = _delta(dt_ptr, td_off, mask_td, bias, HAS_BIAS, SOFTPLUS)
+                u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud,
+                            mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
+                Bt = tl.load(B_ptr + pid_b * s_Bb + t[None, :] * s_Bl + offs_n[:, None] * s_Bn,
+                             mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
+                h0 = tl.load(states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP + nd_off,
+                             mask=mask_nd, other=0.0)  # fmt: skip
+                a = tl.exp2(dt[None, :, :] * A2[:, None, :])
+                dtu = dt * u
+                bx = dtu[None, :, :] * Bt[:, :, None]
+                ha, hb = tl.associative_scan((a, bx), 1, _combine)
+                hs = hb + ha * h0[:, None, :]
+                if HAS_Z:
+                    y = tl.sum(hs * Ct[:, :, None], axis=0) + skip[None, :] * u
+                    dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
+                    tl.store(dz_ptr + (pid_b * L + t[:, None]) * D + offs_d[None, :],
+                             dz.to(dz_ptr.dtype.element_ty), mask=mask_td)  # fmt: skip
+                dD_acc += dy * u
+                # Gradient w.r.t. delta·A: g · a · h[t-1] = g · (h[t] - delta B u).
+                d_log_a = g * (hs - bx)
+                dA_acc += tl.sum(d_log_a * dt[None, :, :], axis=1)
+                gB = tl.sum(g * Bt[:, :, None], axis=0)  # [T, BD]
+                ddt = tl.sum(d_log_a * A[:, None, :], axis=0) + gB * u
+                du = gB * dt + skip[None, :] * dy
+                if SOFTPLUS:
+                    ddt = ddt * tl.sigmoid(raw)
+                ddt = tl.where(mask_td, ddt, 0.0)
+                dbias_acc += ddt
+                td_out = (pid_b * L + t[:, None]) * D + offs_d[None, :]
+                tl.store(du_ptr + td_out, du.to(du_ptr.dtype.element_ty), mask=mask_td)
+                tl.store(ddt_ptr + td_out, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_td)
+                part_off = ((pid_d * tl.num_programs(1) + pid_b) * L + t[None, :]) * NP + offs_n[:, None]
+                tl.store(dB_ptr + part_off, tl.sum(g * dtu[None, :, :], axis=2), mask=mask_nt)
+                tl.store(dC_ptr + part_off, tl.sum(hs * dy[None, :, :], axis=2), mask=mask_nt)
+        if MODE == 0:
+            base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
+            tl.store(base + nd_off, tl.exp2(A2 * dtn_sum[None, :]), mask=mask_nd)
+            tl.store(base + D * NP + nd_off, gc, mask=mask_nd)
+        else:
+            row = pid_b * n_seg + pid_s
+            tl.store(dA_ptr + row * D * NP + nd_off, dA_acc, mask=mask_nd)
+            tl.store(dD_ptr + row * D + offs_d, tl.sum(dD_acc, axis=0), mask=mask_d)
+            tl.store(dbias_ptr + row * D + offs_d, tl.sum(dbias_acc, axis=0), mask=mask_d)
+
+
+def _strides3(x):
+    return (0, 0, 0) if x is None else tuple(x.stride())
+
+
+def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, segments=0):
+    """Forward selective scan on channels-last tensors.
+
+    Arguments
+    ---------
+    u, delta : torch.Tensor
+        ``[batch, L, D]``, any strides.
+    A : torch.Tensor
+        ``[D, N]``.
+    B, C : torch.Tensor
+        ``[batch, L, N]``, any strides.
+    D, delta_bias : torch.Tensor or None
+        ``[D]``.
+    z : torch.Tensor or None
+        ``[batch, L, D]`` gate.
+    delta_softplus : bool
+        Apply softplus to ``delta + delta_bias``.
+    save_states : bool
+        Also return the chunk-start states the backward pass needs.
+    segments : int
+        Time segments; 0 chooses from the batch size and the GPU.
+
+    Returns
+    -------
+    out : torch.Tensor
+        ``[batch, L, D]`` contiguous, dtype of ``u``.
+    last_state : torch.Tensor
+        ``[batch, D, N]`` fp32.
+    states : torch.Tensor
+        ``saved_states_shape(...)`` fp32, or an empty tensor without ``save_states``.
+    """
+    batch, length, d_inner = u.shape
+    d_state = A.shape[1]
+    n_pad = next_power_of_2(d_state)
+    chunk, block_d, warps = _config(d_inner, d_state, training=save_states)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, u.device, segments)
+    out = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
+    last = torch.empty(batch, d_inner, n_pad, device=u.device, dtype=torch.float32)
+    states = (
+        torch.empty(saved_states_shape(batch, length, d_inner, d_state), device=u.device, dtype=torch.float32)
+        if save_states
+        else last.new_empty(0)
+    )
+    seg = last.new_empty(batch, n_seg, 2, d_inner, n_pad) if n_seg > 1 else last.new_empty(0)
+    grid = (triton.cdiv(d_inner, block_d), batch, n_seg)
+    args = (
+        u, delta, A, B, C, D, z, delta_bias, out, last, states, seg,
+        length, d_inner, d_state, seg_len, n_seg,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(),
+    )  # fmt: skip
+    flags = dict(
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
+    )  # fmt: skip
+    if n_seg > 1:
+        _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
+    _scan_fwd_kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
+    return out, last[..., :d_state].contiguous(), states
+
+
+def scan_bwd(
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dout, dlast, segments=0
+):  # fmt: skip
+    """Backward selective scan on channels-last tensors (see ``scan_fwd``).
+
+    Arguments
+    ---------
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus
+        The forward pass's inputs.
+    states : torch.Tensor
+        The chunk-start states ``scan_fwd(..., save_states=True)`` returned.
+    dout : torch.Tensor
+        ``[batch, L, D]`` gradient of the output, any strides.
+    dlast : torch.Tensor or None
+        ``[batch, D, N]`` gradient of the last state.
+    segments : int
+        Time segments; 0 chooses from the batch size and the GPU.
+
+    Returns
+    -------
+    tuple
+        ``du, ddelta, dA, dB, dC, dD, dz, ddelta_bias``: ``du``, ``ddelta``, ``dz`` ``[batch, L, D]``
+        contiguous in the dtypes of their inputs, ``dB``, ``dC`` ``[batch, L, N]`` in B's and C's
+        dtypes, ``dA`` ``[D, N]``, ``dD`` and ``ddelta_bias`` ``[D]`` fp32 (None where the input was None).
+    """
+    batch, length, d_inner = u.shape
+    d_state = A.shape[1]
+    n_pad = next_power_of_2(d_state)
+    chunk, block_d, warps = _config(d_inner, d_state, training=True)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, u.device, segments)
+    n_dblk = triton.cdiv(d_inner, block_d)
+    dev = u.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    du = torch.empty(batch, length, d_inner, device=dev, dtype=u.dtype)
+    ddelta = torch.empty(batch, length, d_inner, device=dev, dtype=delta.dtype)
+    dz = torch.empty(batch, length, d_inner, device=dev, dtype=z.dtype) if z is not None else du.new_empty(0)
+    dB_part = torch.empty(n_dblk, batch, length, n_pad, **f32)
+    dC_part = torch.empty(n_dblk, batch, length, n_pad, **f32)
+    dA_part = torch.empty(batch * n_seg, d_inner, n_pad, **f32)
+    dD_part = torch.empty(batch * n_seg, d_inner, **f32)
+    dbias_part = torch.empty(batch * n_seg, d_inner, **f32)
+    seg = torch.empty(batch, n_seg, 2, d_inner, n_pad, **f32) if n_seg > 1 else dA_part.new_empty(0)
+    if dlast is not None:
+        dlast = torch.nn.functional.pad(dlast.float(), (0, n_pad - d_state)).contiguous()
+    grid = (n_dblk, batch, n_seg)
+    args = (
+        u, delta, A, B, C, D, z, delta_bias, dout, dlast, states, seg,
+        du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
+        length, d_inner, d_state, seg_len, n_seg,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(), *dout.stride(),
+    )  # fmt: skip
+    flags = dict(
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
+        T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
+    )  # fmt: skip
+    if n_seg > 1:
+        _scan_bwd_kernel[grid](*args, MODE=0, **flags)
+    _scan_bwd_kernel[grid](*args, MODE=1, **flags)
+    dA = dA_part.sum(0)[:, :d_state]
+    dB = dB_part.sum(0)[..., :d_state].to(B.dtype)
+    dC = dC_part.sum(0)[..., :d_state].to(C.dtype)
+    dD = dD_part.sum(0) if D is not None else None
+    dbias = dbias_part.sum(0) if delta_bias is not None else None
+    return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias
+
+
+def flops_and_bytes(batch, length, d_inner, d_state, itemsize, has_z=True):
+    """Rough floating-point operations and fewest bytes moved of one forward scan (for roofline).
+
+    Example
+    -------
+    >>> flops, nbytes = flops_and_bytes(32, 1500, 208, 16, 2)
+    >>> round(nbytes / 1e6)
+    83
+    """
+    elems = batch * length * d_inner
+    # per (b, t, d, n): exp, decay·state + input, input, C·state
+    flops = elems * d_state * 6
+    tensors = 4 if has_z else 3  # u, delta, (z), out
+    nbytes = elems * itemsize * tensors + 2 * batch * length * d_state * itemsize
+    return flops, nbytes
+
+
+__all__ = [
+    "TRITON_AVAILABLE",
+    "chunk_len",
+    "flops_and_bytes",
+    "next_power_of_2",
+    "saved_states_shape",
+    "scan_bwd",
+    "scan_fwd",
+]
