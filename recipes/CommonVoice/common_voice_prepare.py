@@ -12,8 +12,13 @@ of test, drawn from the official ``train``/``dev``/``test`` splits. Rows are ord
 ``sha256(f"{seed}:{clip}")`` (the same on every platform and Python version, and independent of
 the row order of the tsv) and taken in that order, skipping clips longer than ``max_duration``,
 until the next clip would exceed the budget. A split that holds less (CKB's train has about 484
-minutes) is taken whole, and the shortfall is logged. Durations are read from the mp3 headers
-through soundfile only for the clips visited, and cached in ``save_folder/clip_durations.json``.
+minutes) is taken whole, and the shortfall is logged. Every clip visited is decoded (through
+soundfile), not trusted by its header: a clip that cannot be decoded, has no samples, is shorter
+than one 25 ms analysis window or decodes to less than 90 % of its header's duration (a truncated
+download) is skipped; so is a clip listed in a tsv but missing from ``clips/``. Skipped clips are
+listed with their reason in ``save_folder/skipped.txt``; more than ``max_skipped_fraction`` of a
+split's visited rows stops the preparation, naming them. A split left with no utterance is an
+error, never an empty CSV. The decoded durations are cached in ``save_folder/clip_checks.json``.
 
 Accepted tsv headers (columns are found by name; only ``path`` and ``sentence`` are required):
 
@@ -61,26 +66,35 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import re
+import sys
 import unicodedata
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import soundfile as sf
+from tqdm import tqdm
+
+from speechbrain_mambadapter.recipe.dataprep import MIN_DURATION, DatasetInfo, read_text
 
 logger = logging.getLogger(__name__)
 
+COMMON_VOICE = DatasetInfo("Common Voice", "https://commonvoice.mozilla.org/datasets", "<release>/<locale>")
+
 SPLITS = ("train", "dev", "test")
 CSV_FIELDS = ("ID", "duration", "wav", "spk_id", "wrd")
-DURATIONS_CACHE = "clip_durations.json"
+CLIP_CHECKS_CACHE = "clip_checks.json"
+SKIPPED_FILE = "skipped.txt"
 OPTIONS_FILE = "prepare_options.json"
 # Bump when normalize_text or the selection rule changes, so that old CSVs are rebuilt.
-PREPARE_VERSION = 1
-# A few missing clips are tolerated (skipped and reported); more than this many, and more
-# than this share of the rows visited, means the release is not fully extracted.
-MAX_MISSING_CLIPS = 5
-MAX_MISSING_FRACTION = 0.05
+PREPARE_VERSION = 2
+# A clip decoding to less than this share of its header's duration was cut short (a damaged download).
+MIN_DECODED_SHARE = 0.9
+# How many clips an error or warning names.
 REPORT_EXAMPLES = 5
+# A progress bar on a terminal only, so that logs of batch jobs stay readable.
+_TQDM_OPTIONS = {"disable": not sys.stderr.isatty(), "mininterval": 2.0}
 
 _APOSTROPHES = dict.fromkeys(map(ord, "\u2019\u2018\u02bc\u02bb\u00b4`\u2032"), "'")
 _AB_HOMOGLYPHS = dict(zip(map(ord, "aceopxyk"), "асеорхук"))
@@ -200,18 +214,20 @@ def read_tsv(tsv_path: Path, language: str) -> List[Dict[str, str]]:
     Raises
     ------
     ValueError
-        If the header has no ``path`` or ``sentence`` column, or the rows are of another locale.
+        If the file is not UTF-8 (naming the line), the header has no ``path`` or ``sentence``
+        column, or the rows are of another locale.
     """
-    with open(tsv_path, encoding="utf-8", newline="") as f:
-        # Sentences may contain quotes: no quoting, tabs only separate.
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or not {"path", "sentence"} <= set(header):
-            raise ValueError(
-                f"{tsv_path} has header {header}; a Common Voice tsv needs at least the columns "
-                f"'path' and 'sentence' (e.g. client_id, path, sentence, up_votes, ...)."
-            )
-        rows = [dict(zip(header, row)) for row in reader if row]
+    # Sentences may contain quotes: no quoting, tabs only separate. read_text names the line of
+    # a byte that is not UTF-8 and drops a byte-order mark.
+    lines = read_text(tsv_path, COMMON_VOICE).splitlines()
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if header is None or not {"path", "sentence"} <= set(header):
+        raise ValueError(
+            f"{tsv_path} has header {header}; a Common Voice tsv needs at least the columns "
+            f"'path' and 'sentence' (e.g. client_id, path, sentence, up_votes, ...)."
+        )
+    rows = [dict(zip(header, row)) for row in reader if row]
     locales = {row.get("locale") for row in rows} - {None, ""}
     if locales and language not in locales:
         raise ValueError(
@@ -221,14 +237,59 @@ def read_tsv(tsv_path: Path, language: str) -> List[Dict[str, str]]:
     return rows
 
 
-def _load_durations(path: Path) -> Dict[str, float]:
+def check_clip(clip: Path) -> Union[float, str]:
+    """The decoded duration of ``clip`` in seconds, or why it cannot be used (a sentence).
+
+    The whole clip is decoded: a header can promise audio that a truncated or damaged file does
+    not hold.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> sf.write(folder / "a.wav", np.zeros(1600, dtype="float32"), 16000)
+    >>> check_clip(folder / "a.wav")
+    0.1
+    >>> _ = (folder / "b.mp3").write_bytes(b"")
+    >>> check_clip(folder / "b.mp3")
+    'is empty (0 bytes)'
+    >>> _ = (folder / "c.mp3").write_bytes(bytes(range(256)) * 8)
+    >>> print(check_clip(folder / "c.mp3"))
+    cannot be decoded as audio (libsndfile: ...)
+    """
+    if clip.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    try:
+        with sf.SoundFile(str(clip)) as f:
+            header_frames, rate = f.frames, f.samplerate
+            # Read until the decoder stops: SoundFile.blocks() would count the header's frames.
+            frames = 0
+            while True:
+                block = f.read(1 << 16, dtype="float32")
+                if len(block) == 0:
+                    break
+                frames += len(block)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        # libsndfile reads a file it cannot parse as "does not exist": say what was tried.
+        reason = getattr(e, "error_string", None) or str(e)
+        return f"cannot be decoded as audio (libsndfile: {reason})"
+    if frames == 0:
+        return "has no samples"
+    if frames < MIN_DURATION * rate:
+        return f"is {frames / rate:.3f} s long, shorter than one 25 ms analysis window"
+    if 0 < header_frames and frames < MIN_DECODED_SHARE * header_frames:
+        return f"is truncated: its header says {header_frames / rate:.2f} s, {frames / rate:.2f} s decode"
+    return round(frames / rate, 4)
+
+
+def _load_durations(path: Path) -> Dict[str, Union[float, str]]:
     if path.is_file():
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     return {}
 
 
-def _save_durations(path: Path, durations: Dict[str, float]) -> None:
+def _save_durations(path: Path, durations: Dict[str, Union[float, str]]) -> None:
     partial = path.with_suffix(".partial")
     with open(partial, "w", encoding="utf-8") as f:
         json.dump(durations, f, sort_keys=True)
@@ -249,9 +310,9 @@ def select_subset(
     minutes: float,
     seed: int,
     max_duration: float,
-    durations: Dict[str, float],
+    durations: Dict[str, Union[float, str]],
     split: str = "train",
-) -> Tuple[List[Dict[str, str]], Dict[str, int]]:
+) -> Tuple[List[Dict[str, str]], Dict[str, int], List[Tuple[str, str]]]:
     """Draws up to ``minutes`` of audio from ``rows`` in the seeded order (module docstring).
 
     Arguments
@@ -269,7 +330,8 @@ def select_subset(
     max_duration : float
         Longer clips (seconds) are dropped.
     durations : dict
-        Clip name -> seconds; read and filled in place (the cache).
+        Clip name -> decoded seconds, or the reason it cannot be used (:func:`check_clip`);
+        read and filled in place (the cache).
     split : str
         Name used in messages.
 
@@ -278,18 +340,15 @@ def select_subset(
     selected : list of dict
         Rows with ``duration`` (s) and ``wrd`` (normalised) added.
     counts : dict
-        ``too_long``, ``missing``, ``empty`` and ``visited`` rows.
-
-    Raises
-    ------
-    FileNotFoundError
-        If more than a few clips are missing.
+        ``too_long``, ``skipped``, ``empty`` and ``visited`` rows.
+    skipped : list of (str, str)
+        The clips that are missing or cannot be used, with the reason.
     """
     budget = minutes * 60.0
     total = 0.0
-    selected = []
-    counts = {"visited": 0, "too_long": 0, "missing": 0, "empty": 0}
-    missing, empty = [], []
+    selected, skipped, empty = [], [], []
+    counts = {"visited": 0, "too_long": 0, "skipped": 0, "empty": 0}
+    progress = tqdm(total=round(budget), desc=f"{split}: decoding clips", unit="s of audio", **_TQDM_OPTIONS)
     for row in _seeded_order(rows, seed):
         counts["visited"] += 1
         wrd = normalize_text(row["sentence"], language)
@@ -299,18 +358,21 @@ def select_subset(
             continue
         clip = clips_folder / row["path"]
         if not clip.is_file():
-            counts["missing"] += 1
-            missing.append(row["path"])
+            skipped.append((row["path"], f"is listed in {split}.tsv but missing from {clips_folder}"))
             continue
         if row["path"] not in durations:
-            durations[row["path"]] = sf.info(str(clip)).duration
+            durations[row["path"]] = check_clip(clip)
         duration = durations[row["path"]]
+        if isinstance(duration, str):
+            skipped.append((row["path"], duration))
+            continue
         if duration > max_duration:
             counts["too_long"] += 1
             continue
         if total + duration > budget:
             break
         total += duration
+        progress.update(min(round(total), progress.total) - progress.n)
         selected.append({**row, "duration": duration, "wrd": wrd, "wav": str(clip)})
     else:
         logger.warning(
@@ -320,6 +382,8 @@ def select_subset(
             max_duration,
             minutes,
         )
+    progress.close()
+    counts["skipped"] = len(skipped)
     if empty:
         logger.warning(
             "%s: skipped %d rows whose sentence is empty after normalisation, e.g. %s",
@@ -327,21 +391,9 @@ def select_subset(
             len(empty),
             ", ".join(empty[:REPORT_EXAMPLES]),
         )
-    if missing:
-        share = len(missing) / counts["visited"]
-        message = (
-            f"{split}: {len(missing)} of the {counts['visited']} clips visited are listed in "
-            f"{split}.tsv but missing from {clips_folder}, e.g. {', '.join(missing[:REPORT_EXAMPLES])}"
-        )
-        if len(missing) > MAX_MISSING_CLIPS and share > MAX_MISSING_FRACTION:
-            raise FileNotFoundError(
-                f"{message}. Is the release fully extracted? Re-extract the archive into the "
-                f"--data_folder and run again."
-            )
-        logger.warning("%s; skipped them.", message)
     logger.info(
         "%s: %d utterances, %.1f minutes (requested %.1f); %d of the %d rows visited were over "
-        "%.1f s and dropped",
+        "%.1f s and dropped, %d clips skipped (missing or unusable)",
         split,
         len(selected),
         total / 60.0,
@@ -349,8 +401,53 @@ def select_subset(
         counts["too_long"],
         counts["visited"],
         max_duration,
+        len(skipped),
     )
-    return selected, counts
+    return selected, counts, skipped
+
+
+def check_split(split, selected, counts, skipped, max_skipped_fraction, save_folder):
+    """Stop the preparation of a split with no utterance, or with too many clips skipped.
+
+    Arguments
+    ---------
+    split : str
+        ``train``, ``dev`` or ``test``.
+    selected, counts, skipped
+        What :func:`select_subset` returned.
+    max_skipped_fraction : float
+        The share of the visited rows that may be skipped.
+    save_folder : pathlib.Path
+        Where ``skipped.txt`` lists them (for the message).
+
+    Example
+    -------
+    >>> check_split("dev", [], {"visited": 3, "empty": 3, "too_long": 0, "skipped": 0}, [], 0.01, Path("x"))
+    Traceback (most recent call last):
+     ...
+    ValueError: dev: no utterance is left of the 3 rows of dev.tsv visited (3 with an empty sentence ...
+    """
+    report = Path(save_folder) / SKIPPED_FILE
+    named = "; ".join(f"{clip}: {reason}" for clip, reason in skipped[:REPORT_EXAMPLES])
+    more = f" and {len(skipped) - REPORT_EXAMPLES} more" if len(skipped) > REPORT_EXAMPLES else ""
+    if len(skipped) > max_skipped_fraction * counts["visited"]:
+        needed = math.ceil(100 * len(skipped) / counts["visited"]) / 100
+        raise RuntimeError(
+            f"{split}: {len(skipped)} of the {counts['visited']} clips visited are missing or unusable "
+            f"({named}{more}; all listed in {report}), more than max_skipped_fraction="
+            f"{max_skipped_fraction} allows. Is the release fully extracted and undamaged? Extract it "
+            f"again into the --data_folder, or pass --max_skipped_fraction={needed} (a key of the hparams "
+            "file) to train without these clips."
+        )
+    if skipped:
+        logger.warning("%s: skipped %d clips (%s%s); listed in %s", split, len(skipped), named, more, report)
+    if not selected:
+        raise ValueError(
+            f"{split}: no utterance is left of the {counts['visited']} rows of {split}.tsv visited "
+            f"({counts['empty']} with an empty sentence after normalisation, {counts['too_long']} over "
+            f"max_duration, {counts['skipped']} clips missing or unusable). Check the tsv and the "
+            "--language (its normalisation), or raise --max_duration."
+        )
 
 
 def prepare_common_voice(
@@ -362,6 +459,7 @@ def prepare_common_voice(
     test_minutes: float = 60.0,
     seed: int = 0,
     max_duration: float = 10.0,
+    max_skipped_fraction: float = 0.01,
     skip_prep: bool = False,
 ) -> None:
     """Writes ``train.csv``, ``dev.csv`` and ``test.csv`` for one Common Voice locale.
@@ -384,6 +482,9 @@ def prepare_common_voice(
         training runs of a language see the same subset.
     max_duration : float
         Clips longer than this (seconds) are dropped, in every split.
+    max_skipped_fraction : float
+        Missing or unusable clips (see the module docstring) are skipped and listed in
+        ``skipped.txt``; more than this share of a split's visited rows stops the preparation.
     skip_prep : bool
         If True, do nothing.
 
@@ -394,7 +495,7 @@ def prepare_common_voice(
     >>> sample = Path(__file__).parents[2] / "tests" / "samples" / "CommonVoice" / "eo"
     >>> prepare_common_voice(sample, save, "eo", train_minutes=0.2, dev_minutes=0.1, test_minutes=0.1)
     >>> sorted(os.listdir(save))
-    ['clip_durations.json', 'dev.csv', 'prepare_options.json', 'test.csv', 'train.csv']
+    ['clip_checks.json', 'dev.csv', 'prepare_options.json', 'skipped.txt', 'test.csv', 'train.csv']
     """
     if skip_prep:
         return
@@ -406,12 +507,15 @@ def prepare_common_voice(
             raise ValueError(f"{split}_minutes must be positive, got {value}.")
     if max_duration <= 0:
         raise ValueError(f"max_duration must be positive (seconds), got {max_duration}.")
+    if not 0.0 <= max_skipped_fraction <= 1.0:
+        raise ValueError(f"max_skipped_fraction must be between 0 and 1, got {max_skipped_fraction}.")
     options = {
         "data_folder": str(data_folder),
         "language": language,
         "minutes": minutes,
         "seed": seed,
         "max_duration": max_duration,
+        "max_skipped_fraction": max_skipped_fraction,
     }
     fingerprint = _options_fingerprint(data_folder, options)
     options_path = save_folder / OPTIONS_FILE
@@ -423,19 +527,28 @@ def prepare_common_voice(
                 return
     save_folder.mkdir(parents=True, exist_ok=True)
     options_path.unlink(missing_ok=True)
-    durations_path = save_folder / DURATIONS_CACHE
+    durations_path = save_folder / CLIP_CHECKS_CACHE
     durations = _load_durations(durations_path)
+    all_skipped = []
     try:
         for split in SPLITS:
             rows = read_tsv(data_folder / f"{split}.tsv", language)
-            selected, _ = select_subset(
+            selected, counts, skipped = select_subset(
                 rows, data_folder / "clips", language, minutes[split], seed, max_duration, durations, split
             )
+            all_skipped += [(split, clip, reason) for clip, reason in skipped]
+            _write_skipped(save_folder / SKIPPED_FILE, all_skipped)
+            check_split(split, selected, counts, skipped, max_skipped_fraction, save_folder)
             _write_csv(csv_paths[split], selected)
     finally:
         _save_durations(durations_path, durations)
     with open(options_path, "w", encoding="utf-8") as f:
         json.dump(fingerprint, f, indent=2, sort_keys=True)
+
+
+def _write_skipped(path: Path, skipped: List[Tuple[str, str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{split}\t{clip}\t{reason}\n" for split, clip, reason in skipped)
 
 
 def _write_csv(path: Path, rows: List[Dict[str, str]]) -> None:
@@ -466,6 +579,7 @@ def _parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--test_minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_duration", type=float, default=10.0)
+    parser.add_argument("--max_skipped_fraction", type=float, default=0.01)
     return parser.parse_args(argv)
 
 

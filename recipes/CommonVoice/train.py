@@ -49,6 +49,7 @@ DATA_HPARAMS = (
     "test_minutes",
     "data_seed",
     "max_duration",
+    "max_skipped_fraction",
     "skip_prep",
     "sample_rate",
     "whisper",
@@ -211,6 +212,7 @@ if __name__ == "__main__":
             "test_minutes": hparams["test_minutes"],
             "seed": hparams["data_seed"],
             "max_duration": hparams["max_duration"],
+            "max_skipped_fraction": hparams["max_skipped_fraction"],
             "skip_prep": hparams["skip_prep"],
         },
     )

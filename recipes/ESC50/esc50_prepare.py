@@ -32,6 +32,7 @@ from speechbrain_mambadapter.recipe.dataprep import (
     DatasetInfo,
     begin_preparation,
     check_data_folder,
+    check_official_labels,
     parse_fold,
     preparation_done,
     prepare_audio,
@@ -48,6 +49,16 @@ MANIFEST_COLUMNS = ["ID", "duration", "wav", "label", "fold", "esc10"]
 NUM_FOLDS = 5
 ESC10_CLASSES = (
     "chainsaw clock_tick crackling_fire crying_baby dog helicopter rain rooster sea_waves sneezing"
+).split()
+# The official classes by target (meta/esc50.csv): a category that is not its target's name is
+# an edited file, which would otherwise add a class.
+CLASSES = (
+    "dog rooster pig cow frog cat hen insects sheep crow "
+    "rain sea_waves crackling_fire crickets chirping_birds water_drops wind pouring_water toilet_flush "
+    "thunderstorm crying_baby sneezing clapping breathing coughing footsteps laughing brushing_teeth "
+    "snoring drinking_sipping door_wood_knock mouse_click keyboard_typing door_wood_creaks can_opening "
+    "washing_machine vacuum_cleaner clock_alarm clock_tick glass_breaking helicopter chainsaw siren "
+    "car_horn engine train church_bells airplane fireworks hand_saw"
 ).split()
 
 
@@ -172,6 +183,7 @@ def prepare_esc50(
     check_data_folder(data_folder, ESC50, [METADATA, "audio"])
     metadata_file = os.path.join(data_folder, METADATA)
     rows = read_metadata_csv(metadata_file, METADATA_COLUMNS, ESC50)
+    check_official_labels(rows, "category", "target", CLASSES, metadata_file, ESC50)
     if esc10:
         rows = select_esc10(rows, metadata_file)
     begin_preparation(save_folder)

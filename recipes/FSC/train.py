@@ -46,6 +46,7 @@ DATA_HPARAMS = (
     "data_folder",
     "prepared_folder",
     "skip_prep",
+    "max_skipped_fraction",
     "sample_rate",
     "n_classes",
     "fold",
@@ -249,6 +250,7 @@ if __name__ == "__main__":
             "data_folder": hparams["data_folder"],
             "save_folder": hparams["prepared_folder"],
             "sample_rate": hparams["sample_rate"],
+            "max_skipped_fraction": hparams["max_skipped_fraction"],
             "skip_prep": hparams["skip_prep"],
         },
     )

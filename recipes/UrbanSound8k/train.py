@@ -47,6 +47,7 @@ DATA_HPARAMS = (
     "data_folder",
     "prepared_folder",
     "skip_prep",
+    "max_skipped_fraction",
     "sample_rate",
     "n_classes",
     "fold",
@@ -255,6 +256,7 @@ if __name__ == "__main__":
             "valid_fraction": hparams["valid_fraction"],
             "split_seed": hparams["split_seed"],
             "sample_rate": hparams["sample_rate"],
+            "max_skipped_fraction": hparams["max_skipped_fraction"],
             "skip_prep": hparams["skip_prep"],
         },
     )

@@ -33,6 +33,7 @@ from speechbrain_mambadapter.recipe.dataprep import (
     DatasetInfo,
     begin_preparation,
     check_data_folder,
+    check_official_labels,
     parse_fold,
     preparation_done,
     prepare_audio,
@@ -47,6 +48,12 @@ METADATA = os.path.join("metadata", "UrbanSound8K.csv")
 METADATA_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 MANIFEST_COLUMNS = ["ID", "duration", "wav", "label", "fold", "fsID", "salience"]
 NUM_FOLDS = 10
+# The official classes by classID (metadata/UrbanSound8K.csv): a class that is not its classID's
+# name is an edited file, which would otherwise add a class.
+CLASSES = (
+    "air_conditioner car_horn children_playing dog_bark drilling engine_idling gun_shot jackhammer siren "
+    "street_music"
+).split()
 
 
 def validation_recordings(rows, valid_fraction, split_seed):
@@ -159,6 +166,7 @@ def prepare_urbansound8k(
     check_data_folder(data_folder, US8K, [METADATA, "audio"])
     metadata_file = os.path.join(data_folder, METADATA)
     rows = read_metadata_csv(metadata_file, METADATA_COLUMNS, US8K)
+    check_official_labels(rows, "class", "classID", CLASSES, metadata_file, US8K)
     for row in rows:
         row["fold"] = parse_fold(row["fold"], NUM_FOLDS, row["slice_file_name"], metadata_file, US8K)
     begin_preparation(save_folder)

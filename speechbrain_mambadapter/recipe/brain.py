@@ -16,7 +16,12 @@ upstream SpeechBrain recipe does. What it inherits:
 * **the step log**: ``step_log`` (a path, or null) gets one JSON line per training batch
   (``distributed.StepLossLog``);
 * **graph modes**: :meth:`PETLBrain.use_graph_modes` routes a lobe's encoder through CUDA graphs
-  as ``inference_mode`` and ``train_mode`` say (``speechbrain_mambadapter.recipe.modes``).
+  as ``inference_mode`` and ``train_mode`` say (``speechbrain_mambadapter.recipe.modes``);
+* **exact resume**: the random number generators are checkpointed (:class:`RNGState`) and the
+  loaders draw their worker seeds from their own generator, not the global one, so a run killed
+  at any checkpoint (end of epoch, or mid-epoch with ``ckpt_interval_minutes`` /
+  ``ckpt_interval_steps``) and restarted ends with the weights of an uninterrupted run;
+* **a writable save folder**, checked before the first step rather than at the first save.
 
 The hparams keys it reads are :attr:`PETLBrain.HPARAMS`; a recipe adds its own in its subclass's
 ``HPARAMS``, and a hparams file missing one fails at once with the list of missing keys.
@@ -25,11 +30,20 @@ Authors
  * speechbrain-mambadapter contributors 2026
 """
 
+import logging
 import math
+import os
+import random
+import tempfile
 
+import numpy as np
 import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 from speechbrain_mambadapter.recipe import distributed, modes
+
+logger = logging.getLogger(__name__)
 
 
 class MissingHparamsError(KeyError):
@@ -71,6 +85,72 @@ def check_hparams(hparams, required, hparams_file=None):
             f"{where} lacks the key(s) {missing} that this recipe reads; add them (the recipe's "
             "hparams/mambadapter.yaml has every key with its default and a comment)."
         )
+
+
+@register_checkpoint_hooks
+class RNGState:
+    """A Checkpointer recoverable holding the random generators' states (torch, CUDA, NumPy, random).
+
+    Dropout, SpecAugment and shuffling draw from them; restoring them with the weights makes a
+    resumed run draw what the uninterrupted run drew. Under several processes only the main
+    process saves checkpoints, so the ranks' own states cannot be restored: there it saves and
+    restores nothing (a resumed multi-GPU run is then not bit-exact).
+
+    Example
+    -------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rng.ckpt"
+    >>> state = RNGState()
+    >>> _ = torch.manual_seed(0); state.save(path)
+    >>> first = torch.rand(3)
+    >>> state.load(path); bool(torch.equal(torch.rand(3), first))
+    True
+    """
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the states of this process's generators to ``path``."""
+        states = {}
+        if distributed.world_size() == 1:
+            states = {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                # The legacy global state: what seed_everything seeds and libraries draw from.
+                "numpy": np.random.get_state(),  # noqa: NPY002
+                "random": random.getstate(),
+            }
+        torch.save(states, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=False):
+        """Restore the generators from ``path`` (nothing for a multi-process checkpoint)."""
+        del end_of_epoch  # the states are saved at every checkpoint, mid-epoch ones too
+        states = torch.load(path, weights_only=False)
+        if not states or distributed.world_size() > 1:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(states["numpy"])  # noqa: NPY002
+        random.setstate(states["random"])
+
+
+def check_writable(folder):
+    """Fail now, with a sentence, if ``folder`` cannot receive files (rather than at the first save).
+
+    Example
+    -------
+    >>> check_writable(tempfile.mkdtemp())
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise PermissionError(
+            f"Cannot write to {folder} ({e.strerror}): checkpoints could not be saved there. Make it "
+            "writable, or give the run another --output_folder (or --output_root)."
+        ) from e
 
 
 class PETLBrain(sb.Brain):
@@ -129,6 +209,10 @@ class PETLBrain(sb.Brain):
         remembers the training batches per epoch for the schedule."""
         if stage != sb.Stage.TRAIN:
             loader_kwargs = distributed.eval_loader_kwargs(dataset, loader_kwargs)
+        # A loader's iterator draws its workers' base seed from this generator instead of the
+        # global one, so starting an epoch (or a validation) consumes no global random numbers:
+        # a run resumed from a checkpoint then draws the dropout masks the uninterrupted run drew.
+        loader_kwargs.setdefault("generator", torch.Generator().manual_seed(0))
         loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
         if stage == sb.Stage.TRAIN:
             self.train_batches = len(loader)
@@ -152,7 +236,9 @@ class PETLBrain(sb.Brain):
         total_steps = steps_per_epoch * max(1, self.hparams.number_of_epochs)
         self.lr_scheduler = self.hparams.lr_scheduler(total_steps=total_steps)
         if self.checkpointer is not None:
+            check_writable(self.checkpointer.checkpoints_dir)
             self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+            self.checkpointer.add_recoverable("rng", RNGState())
         super().on_fit_start()  # optimiser and checkpoint recovery (the schedule included)
 
     def on_fit_batch_start(self, batch, should_step):

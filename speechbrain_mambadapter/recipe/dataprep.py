@@ -18,16 +18,21 @@ Authors
  * speechbrain-mambadapter contributors 2026
 """
 
+import codecs
 import csv
+import io
 import json
 import logging
+import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 
 import soundfile as sf
 import torch
 import torchaudio
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +43,12 @@ SKIPPED_FILE = "skipped.txt"
 OPTIONS_FILE = "prepare_options.json"
 AUDIO_DIR = "audio"
 AUDIO_OPTIONS_FILE = "audio_options.json"
+# Shorter clips cannot be used: the filterbanks need one 25 ms analysis window.
+MIN_DURATION = 0.025
+# A progress bar on a terminal only, so that logs of batch jobs stay readable.
+_TQDM = {"disable": not sys.stderr.isatty(), "mininterval": 2.0}
 # Bumped whenever the manifests' content changes, so that old preparations are redone.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -166,16 +175,94 @@ def read_metadata_csv(path, required_columns, info):
     ValueError
         When a required column is missing.
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required_columns if c not in header]
-        if missing:
+    text = read_text(path, info)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in required_columns if c not in header]
+    if missing:
+        raise ValueError(
+            f"{info.name}: {path} lacks the column(s) {missing}; its header is {header}, the official "
+            f"file has {list(required_columns)}. Restore the original metadata file. {info.advice(path)}"
+        )
+    return list(reader)
+
+
+def read_text(path, info):
+    r"""The text of a UTF-8 file (a byte-order mark, as spreadsheet programs write, is dropped).
+
+    Raises
+    ------
+    ValueError
+        For bytes that are not UTF-8, naming the file, the line and the column.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> info = DatasetInfo("ESC-50", "https://github.com/karolpiczak/ESC-50", "ESC-50-master")
+    >>> with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as f:
+    ...     _ = f.write(b"\xef\xbb\xbfa,b\n1,2\nx,\xff\n")
+    >>> read_text(f.name, info)
+    Traceback (most recent call last):
+     ...
+    ValueError: ESC-50: ... is not UTF-8 text: line 3, column 3 holds the byte 0xff. ...
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(
+            f"{info.name}: {path} is not UTF-8 text: line {line}, column {column} holds the byte "
+            f"0x{data[e.start]:02x}. Save it as UTF-8, or restore the original file ({info.url})."
+        ) from e
+
+
+def check_official_labels(rows, label_column, index_column, official, metadata_file, info):
+    """Fail unless every row's label is the official class name of its class index.
+
+    A label edited by hand (a typo) would otherwise become a class of its own.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows of the metadata file, in file order (the header is line 1).
+    label_column, index_column : str
+        The columns of the class name and of the class index (e.g. ``category``, ``target``).
+    official : sequence of str
+        The official class names, by index.
+    metadata_file : str
+        For the message.
+    info : DatasetInfo
+        For the message.
+
+    Example
+    -------
+    >>> info = DatasetInfo("ESC-50", "https://github.com/karolpiczak/ESC-50", "ESC-50-master")
+    >>> rows = [{"category": "dog", "target": "0"}, {"category": "dgo", "target": "0"}]
+    >>> check_official_labels(rows, "category", "target", ["dog", "rooster"], "esc50.csv", info)
+    Traceback (most recent call last):
+     ...
+    ValueError: ESC-50: esc50.csv line 3 gives category 'dgo' for target 0; ... is 'dog'. ...
+    """
+    for line, row in enumerate(rows, start=2):
+        label, index = row[label_column], row[index_column]
+        try:
+            expected = official[int(index)]
+        except (ValueError, IndexError):
             raise ValueError(
-                f"{info.name}: {path} lacks the column(s) {missing}; its header is {header}, the official "
-                f"file has {list(required_columns)}. Restore the original metadata file. {info.advice(path)}"
+                f"{info.name}: {metadata_file} line {line} gives {index_column} {index!r}; the official "
+                f"ones are 0 to {len(official) - 1}. Restore the original file. {info.advice(metadata_file)}"
+            ) from None
+        if label != expected:
+            raise ValueError(
+                f"{info.name}: {metadata_file} line {line} gives {label_column} {label!r} for "
+                f"{index_column} {int(index)}; the official class of {index_column} {int(index)} is "
+                f"{expected!r}. Restore the original file. {info.advice(metadata_file)}"
             )
-        return list(reader)
 
 
 def parse_fold(value, num_folds, clip, metadata_file, info):
@@ -271,7 +358,13 @@ def _write_wav(path, wav, sample_rate):
 
 
 def prepare_audio(
-    rel_paths, data_folder, save_folder, info, sample_rate=SAMPLE_RATE, max_skipped_fraction=0.01
+    rel_paths,
+    data_folder,
+    save_folder,
+    info,
+    sample_rate=SAMPLE_RATE,
+    max_skipped_fraction=0.01,
+    min_duration=MIN_DURATION,
 ):
     """Make every clip available as a ``sample_rate`` mono 16-bit wav; skip and report bad ones.
 
@@ -293,7 +386,11 @@ def prepare_audio(
     sample_rate : int
         Target sampling rate.
     max_skipped_fraction : float
-        Largest tolerated fraction of missing or unreadable clips; more aborts the preparation.
+        Largest tolerated fraction of missing, unreadable or too short clips; more aborts the
+        preparation.
+    min_duration : float
+        Shorter clips (seconds) are skipped: the feature extractors need at least one 25 ms
+        analysis window.
 
     Returns
     -------
@@ -303,7 +400,7 @@ def prepare_audio(
     Raises
     ------
     RuntimeError
-        When more than ``max_skipped_fraction`` of the clips are missing or unreadable.
+        When more than ``max_skipped_fraction`` of the clips are missing, unreadable or too short.
     """
     if not 0.0 <= max_skipped_fraction <= 1.0:
         raise ValueError(f"max_skipped_fraction must be between 0 and 1, got {max_skipped_fraction}.")
@@ -316,7 +413,9 @@ def prepare_audio(
         _save_json(options_path, audio_options)
 
     prepared, skipped = {}, []
-    for n, rel in enumerate(rel_paths):
+    min_frames = math.ceil(min_duration * sample_rate)
+    progress = tqdm(rel_paths, desc=f"{info.name}: checking and converting clips", unit="clip", **_TQDM)
+    for n, rel in enumerate(progress):
         src = os.path.join(data_folder, rel)
         try:
             if not os.path.isfile(src):
@@ -336,11 +435,16 @@ def prepare_audio(
                     wav = load_mono(src, sample_rate)
                     _write_wav(wav_path, wav, sample_rate)
                     frames = wav.shape[0]
+            if frames < min_frames:
+                raise AudioFileError(
+                    f"is {frames / sample_rate:.3f} s long, shorter than min_duration={min_duration} s "
+                    "(one 25 ms analysis window)"
+                )
         except AudioFileError as e:
             skipped.append((rel, str(e)))
             continue
         prepared[rel] = (wav_path, round(frames / sample_rate, 4))
-        if (n + 1) % 5000 == 0:
+        if progress.disable and (n + 1) % 5000 == 0:
             logger.info("%s: checked %d of %d clips", info.name, n + 1, len(rel_paths))
 
     _report_skipped(skipped, len(rel_paths), save_folder, info, max_skipped_fraction)
@@ -357,13 +461,14 @@ def _report_skipped(skipped, total, save_folder, info, max_skipped_fraction):
     more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
     if len(skipped) > max_skipped_fraction * total:
         raise RuntimeError(
-            f"{info.name}: {len(skipped)} of {total} audio files are missing or unreadable ({shown}{more}; "
-            f"all listed in {path}), more than max_skipped_fraction={max_skipped_fraction} allows. "
-            f"The download looks incomplete or damaged: download {info.name} again from {info.url}, "
-            "or pass a larger max_skipped_fraction to train without these files."
+            f"{info.name}: {len(skipped)} of {total} audio files are missing, unreadable or too short "
+            f"({shown}{more}; all listed in {path}), more than max_skipped_fraction={max_skipped_fraction} "
+            f"allows. The download looks incomplete or damaged: download {info.name} again from {info.url}, "
+            f"or pass --max_skipped_fraction={_fraction_needed(len(skipped), total)} (a key of the "
+            "hparams file) to train without these files."
         )
     logger.warning(
-        "%s: skipped %d of %d audio files that are missing or unreadable (%s%s); listed in %s",
+        "%s: skipped %d of %d audio files that are missing, unreadable or too short (%s%s); listed in %s",
         info.name,
         len(skipped),
         total,
@@ -371,6 +476,17 @@ def _report_skipped(skipped, total, save_folder, info, max_skipped_fraction):
         more,
         path,
     )
+
+
+def _fraction_needed(skipped, total):
+    """The smallest two-decimal fraction that tolerates ``skipped`` of ``total`` clips.
+
+    Example
+    -------
+    >>> _fraction_needed(1, 70)
+    0.02
+    """
+    return math.ceil(100 * skipped / total) / 100
 
 
 def write_manifest(path, rows, columns):

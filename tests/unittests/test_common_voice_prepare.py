@@ -72,7 +72,7 @@ def _synthetic_release(folder, language, durations_by_split, seed_offset=0):
 
 def _prefill_cache(save_folder, durations):
     save_folder.mkdir(parents=True, exist_ok=True)
-    (save_folder / cvp.DURATIONS_CACHE).write_text(json.dumps(durations), encoding="utf-8")
+    (save_folder / cvp.CLIP_CHECKS_CACHE).write_text(json.dumps(durations), encoding="utf-8")
 
 
 def _cycle(values, n):
@@ -183,7 +183,7 @@ def test_samples_load_in_speechbrain(tmp_path):
     cvp.prepare_common_voice(folder, save, "ab")
     dataset = DynamicItemDataset.from_csv(save / "train.csv")
     assert len(dataset) == 9
-    cache = json.loads((save / cvp.DURATIONS_CACHE).read_text(encoding="utf-8"))
+    cache = json.loads((save / cvp.CLIP_CHECKS_CACHE).read_text(encoding="utf-8"))
     assert len(cache) == 21
     for row in _read_csv(save / "train.csv"):
         audio = read_audio(row["wav"])
@@ -197,8 +197,8 @@ def test_durations_cached(tmp_path, monkeypatch):
     save = tmp_path / "save"
     cvp.prepare_common_voice(folder, save, "eo", seed=0)
     calls = []
-    real_info = cvp.sf.info
-    monkeypatch.setattr(cvp.sf, "info", lambda path: calls.append(path) or real_info(path))
+    real_check = cvp.check_clip
+    monkeypatch.setattr(cvp, "check_clip", lambda path: calls.append(path) or real_check(path))
     cvp.prepare_common_voice(folder, save, "eo", seed=3)
     assert calls == []
 
@@ -273,17 +273,19 @@ def test_missing_clip_skipped(tmp_path, caplog):
     folder = _copy_sample(tmp_path)
     (folder / "clips" / "common_voice_eo_40000003.mp3").unlink()
     with caplog.at_level(logging.WARNING):
-        cvp.prepare_common_voice(folder, tmp_path / "save", "eo")
+        cvp.prepare_common_voice(folder, tmp_path / "save", "eo", max_skipped_fraction=0.2)
     ids = [row["ID"] for row in _read_csv(tmp_path / "save" / "train.csv")]
     assert len(ids) == 8 and "common_voice_eo_40000003" not in ids
     assert "common_voice_eo_40000003.mp3" in caplog.text and "missing" in caplog.text
+    report = (tmp_path / "save" / cvp.SKIPPED_FILE).read_text(encoding="utf-8")
+    assert report.startswith("train\tcommon_voice_eo_40000003.mp3\tis listed in train.tsv but missing")
 
 
 def test_many_missing_clips_fail(tmp_path):
     folder = _copy_sample(tmp_path)
     for clip in (folder / "clips").glob("*.mp3"):
         clip.unlink()
-    with pytest.raises(FileNotFoundError, match="fully extracted"):
+    with pytest.raises(RuntimeError, match=r"fully extracted.*--max_skipped_fraction=1.0 \(a key of"):
         cvp.prepare_common_voice(folder, tmp_path / "save", "eo")
 
 
