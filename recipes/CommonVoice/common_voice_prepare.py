@@ -178,7 +178,10 @@ def _options_fingerprint(data_folder: Path, options: dict) -> dict:
     return {**options, "tsv_sizes": tsv_sizes, "version": PREPARE_VERSION}
 
 
-def _check_layout(data_folder: Path, language: str) -> None:
+def check_common_voice_folder(data_folder: Path, language: str) -> None:
+    """Fail, naming what is missing and where to download it, unless ``data_folder`` is the
+    folder of one locale of a Common Voice release. Cheap: the recipe calls it before building
+    its model."""
     layout = (
         "the folder of one locale of a Common Voice release (e.g. cv-corpus-15.0-2023-09-08/"
         f"{language}) holding clips/*.mp3, train.tsv, dev.tsv and test.tsv; download the release "
@@ -500,7 +503,7 @@ def prepare_common_voice(
     if skip_prep:
         return
     data_folder, save_folder = Path(data_folder).resolve(), Path(save_folder)
-    _check_layout(data_folder, language)
+    check_common_voice_folder(data_folder, language)
     minutes = {"train": train_minutes, "dev": dev_minutes, "test": test_minutes}
     for split, value in minutes.items():
         if value <= 0:

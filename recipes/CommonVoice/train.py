@@ -29,16 +29,18 @@ Authors
 
 import functools
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 import torch
-from common_voice_prepare import normalize_text, prepare_common_voice
+from common_voice_prepare import check_common_voice_folder, normalize_text, prepare_common_voice
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_mambadapter.recipe import asr, distributed
-from speechbrain_mambadapter.recipe.brain import PETLBrain, check_hparams
+from speechbrain_mambadapter.recipe.brain import PETLBrain
 from speechbrain_mambadapter.recipe.dataprep import load_mono
+from speechbrain_mambadapter.recipe.hparams import check_hparams, peek_hparams
 
 # The keys __main__ and dataio_prepare read (the Brain's own are ASR.HPARAMS).
 DATA_HPARAMS = (
@@ -189,6 +191,10 @@ def dataio_prepare(hparams, tokenizer):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    # The inputs first: a missing flag or a wrong data folder fails here, before Whisper loads.
+    data = peek_hparams(hparams_file, overrides, ["data_folder", "language", "skip_prep"])
+    if not data["skip_prep"]:
+        check_common_voice_folder(Path(data["data_folder"]).resolve(), data["language"])
     # Under torchrun: join the process group (a no-op for a plain `python train.py`).
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:

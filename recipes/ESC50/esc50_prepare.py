@@ -126,6 +126,13 @@ def select_esc10(rows, metadata_file):
     return selected
 
 
+def check_esc50_folder(data_folder):
+    """Fail, naming what is missing and where to download it, unless ``data_folder`` is
+    the unpacked ESC-50-master folder. Cheap: recipes call it before building their model.
+    """
+    check_data_folder(data_folder, ESC50, [METADATA, "audio"])
+
+
 def prepare_esc50(
     data_folder,
     save_folder,
@@ -180,7 +187,7 @@ def prepare_esc50(
             "ESC-50 fold %d already prepared in %s with the same options; skipping.", fold, save_folder
         )
         return
-    check_data_folder(data_folder, ESC50, [METADATA, "audio"])
+    check_esc50_folder(data_folder)
     metadata_file = os.path.join(data_folder, METADATA)
     rows = read_metadata_csv(metadata_file, METADATA_COLUMNS, ESC50)
     check_official_labels(rows, "category", "target", CLASSES, metadata_file, ESC50)

@@ -70,6 +70,13 @@ def metadata_path(split):
     return os.path.join("data", f"{split}_data.csv")
 
 
+def check_fsc_folder(data_folder):
+    """Fail, naming what is missing and where to download it, unless ``data_folder`` is
+    the unpacked fluent_speech_commands_dataset folder. Cheap: recipes call it before building their model.
+    """
+    check_data_folder(data_folder, FSC, [metadata_path(split) for split in SPLITS] + ["wavs"])
+
+
 def prepare_fsc(
     data_folder, save_folder, sample_rate=SAMPLE_RATE, max_skipped_fraction=0.01, skip_prep=False
 ):
@@ -111,7 +118,7 @@ def prepare_fsc(
             "Fluent Speech Commands already prepared in %s with the same options; skipping.", save_folder
         )
         return
-    check_data_folder(data_folder, FSC, [metadata_path(split) for split in SPLITS] + ["wavs"])
+    check_fsc_folder(data_folder)
     rows_of = {
         split: read_metadata_csv(os.path.join(data_folder, metadata_path(split)), METADATA_COLUMNS, FSC)
         for split in SPLITS

@@ -103,6 +103,13 @@ def read_split_list(path):
         return {line.strip().replace("\\", "/") for line in f if line.strip()}
 
 
+def check_gsc_folder(data_folder):
+    """Fail, naming what is missing and where to download it, unless ``data_folder`` is
+    the unpacked Speech Commands v0.02 folder. Cheap: recipes call it before building their model.
+    """
+    check_data_folder(data_folder, GSC, [VALID_LIST, TEST_LIST])
+
+
 def prepare_gsc(
     data_folder, save_folder, sample_rate=SAMPLE_RATE, max_skipped_fraction=0.01, skip_prep=False
 ):
@@ -142,7 +149,7 @@ def prepare_gsc(
     if preparation_done(save_folder, options):
         logger.info("Speech Commands already prepared in %s with the same options; skipping.", save_folder)
         return
-    check_data_folder(data_folder, GSC, [VALID_LIST, TEST_LIST])
+    check_gsc_folder(data_folder)
     words = find_word_folders(data_folder)
     if not words:
         raise FileNotFoundError(

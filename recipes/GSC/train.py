@@ -29,15 +29,16 @@ import sys
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
-from gsc_prepare import prepare_gsc
+from gsc_prepare import check_gsc_folder, prepare_gsc
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_mambadapter.recipe import distributed, metrics
-from speechbrain_mambadapter.recipe.brain import PETLBrain, check_hparams
+from speechbrain_mambadapter.recipe.brain import PETLBrain
 from speechbrain_mambadapter.recipe.dataprep import CLASSES_FILE, SPLITS, read_classes
+from speechbrain_mambadapter.recipe.hparams import check_hparams, peek_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,10 @@ def dataio_prepare(hparams):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    # The inputs first: a missing flag or a wrong data folder fails here, before any model loads.
+    data = peek_hparams(hparams_file, overrides, ["data_folder", "skip_prep"])
+    if not data["skip_prep"]:
+        check_gsc_folder(data["data_folder"])
     # Under torchrun: join the process group (a no-op for a plain `python train.py`).
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:

@@ -102,6 +102,13 @@ def validation_recordings(rows, valid_fraction, split_seed):
     return picked
 
 
+def check_urbansound8k_folder(data_folder):
+    """Fail, naming what is missing and where to download it, unless ``data_folder`` is
+    the unpacked UrbanSound8K folder. Cheap: recipes call it before building their model.
+    """
+    check_data_folder(data_folder, US8K, [METADATA, "audio"])
+
+
 def prepare_urbansound8k(
     data_folder,
     save_folder,
@@ -163,7 +170,7 @@ def prepare_urbansound8k(
             "UrbanSound8K fold %d already prepared in %s with the same options; skipping.", fold, save_folder
         )
         return
-    check_data_folder(data_folder, US8K, [METADATA, "audio"])
+    check_urbansound8k_folder(data_folder)
     metadata_file = os.path.join(data_folder, METADATA)
     rows = read_metadata_csv(metadata_file, METADATA_COLUMNS, US8K)
     check_official_labels(rows, "class", "classID", CLASSES, metadata_file, US8K)

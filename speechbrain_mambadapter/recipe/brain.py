@@ -42,49 +42,9 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 from speechbrain_mambadapter.recipe import distributed, modes
+from speechbrain_mambadapter.recipe.hparams import check_hparams
 
 logger = logging.getLogger(__name__)
-
-
-class MissingHparamsError(KeyError):
-    """A hparams file lacks keys its recipe reads."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
-def check_hparams(hparams, required, hparams_file=None):
-    """Fail with one sentence naming every key of ``required`` that ``hparams`` lacks.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded hyperparameters.
-    required : iterable of str
-        Keys the recipe reads.
-    hparams_file : str, optional
-        The file they came from (named in the error).
-
-    Raises
-    ------
-    MissingHparamsError
-        When keys are missing.
-
-    Example
-    -------
-    >>> check_hparams({"seed": 1, "lr": 0.1}, ["seed", "lr"])
-    >>> check_hparams({"seed": 1}, ["seed", "lr", "sorting"], "hparams/x.yaml")
-    Traceback (most recent call last):
-      ...
-    speechbrain_mambadapter.recipe.brain.MissingHparamsError: hparams/x.yaml lacks ... ['lr', 'sorting'] ...
-    """
-    missing = sorted(set(required) - set(hparams))
-    if missing:
-        where = hparams_file or "The hparams file"
-        raise MissingHparamsError(
-            f"{where} lacks the key(s) {missing} that this recipe reads; add them (the recipe's "
-            "hparams/mambadapter.yaml has every key with its default and a comment)."
-        )
 
 
 @register_checkpoint_hooks
@@ -182,7 +142,7 @@ class PETLBrain(sb.Brain):
     >>> Regression({"layer": torch.nn.Linear(2, 1)}, None, {"sorting": "random"})
     Traceback (most recent call last):
       ...
-    speechbrain_mambadapter.recipe.brain.MissingHparamsError: The hparams file lacks the key(s) ...
+    speechbrain_mambadapter.recipe.hparams.MissingHparamsError: The hparams file lacks the key(s) ...
     """
 
     HPARAMS = ("number_of_epochs", "lr_scheduler", "sorting", "step_log", "inference_mode", "train_mode")

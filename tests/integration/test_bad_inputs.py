@@ -300,3 +300,26 @@ def test_common_voice_run_killed_mid_epoch_resumes_exactly(tiny_whisper_dir, tmp
     assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
     wer = [(output / "wer_test.txt").read_text().split("\n")[0] for output in outputs]
     assert wer[0] == wer[1]
+
+
+def test_missing_data_folder_is_a_one_line_usage_message(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        run_recipe("CommonVoice", "mambadapter", "--language=ab", f"--output_root={tmp_path}")
+    message = str(stop.value)
+    assert message.count("\n") == 0
+    expected = "needs --data_folder=... (locale folder of a release: clips/, train.tsv, ...)."
+    assert message.endswith(f"hparams/mambadapter.yaml {expected}")
+
+
+@pytest.mark.parametrize("recipe", ["ESC50", "CommonVoice"])
+def test_wrong_data_folder_fails_before_any_model_loads(recipe, tmp_path):
+    # A model source that does not exist: had the model been built first, its error would show.
+    flags = [f"--data_folder={tmp_path / 'nowhere'}", f"--output_root={tmp_path}", "--language=ab"]
+    flags += [f"--pretrained_source={tmp_path / 'no_model'}", f"--whisper_source={tmp_path / 'no_model'}"]
+    flags = (
+        flags
+        if recipe == "CommonVoice"
+        else [f for f in flags if not f.startswith(("--language", "--whisper"))]
+    )
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'}.* does not exist"):
+        run_recipe(recipe, "mambadapter", *flags)
