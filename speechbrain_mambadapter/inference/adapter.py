@@ -162,12 +162,12 @@ def load_safetensors_module(module, path):
     >>> save_file({"weight": torch.ones(3, 2), "bias": torch.zeros(3)}, path)
     >>> head = torch.nn.Linear(2, 3)
     >>> load_safetensors_module(head, path)
-    >>> float(head.weight.sum())
+    >>> head.weight.sum().item()
     6.0
     >>> load_safetensors_module(torch.nn.Linear(2, 4), path)
     Traceback (most recent call last):
       ...
-    ValueError: ...head.safetensors does not fit Linear: ... ['weight: file (3, 2) vs module (4, 2)', ...
+    ValueError: ...head.safetensors does not fit Linear: ... ['bias: file (3,) vs module (4,)', ...
     """
     saved = load_file(str(path))
     expected = module.state_dict()
