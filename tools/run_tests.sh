@@ -9,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -r tests/requirements.txt -e ".[dev]"
+PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install -q -c constraints.txt -r tests/requirements.txt -e ".[dev]"
 
 echo "== ruff"
 "$VENV/bin/ruff" check .
