@@ -9,6 +9,8 @@ workaround is safe, so that it can be deleted once those releases are no longer 
 * :func:`make_graphed_callables_thread_local`: ``torch.cuda.make_graphed_callables`` takes no
   ``capture_error_mode`` in some PyTorch releases.
 * :func:`ast_encoder_layers`: transformers 5 moved ``ASTModel``'s transformer blocks.
+* :func:`quiet_speechbrain_whisper_deprecations`: SpeechBrain 1.1's Hugging Face wrappers call
+  transformers APIs that transformers 5.2x deprecates; the warnings say nothing a user can act on.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -17,6 +19,7 @@ Authors
 import contextlib
 import inspect
 import sys
+import warnings
 
 import torch
 
@@ -126,3 +129,27 @@ def ast_encoder_layers(model):
     if hasattr(model, "layers"):
         return model.layers
     return model.encoder.layer
+
+
+def quiet_speechbrain_whisper_deprecations():
+    """Silence two FutureWarnings that every Whisper run of SpeechBrain 1.1 prints with transformers 5.2x.
+
+    SpeechBrain's ``HFTransformersInterface`` calls ``gradient_checkpointing_disable`` (renamed
+    ``activation_checkpointing_disable`` in transformers 5.2x) and its ``Whisper.forward_decoder``
+    passes ``past_key_values`` to the decoder (renamed ``cache``). Both still work; the messages
+    concern SpeechBrain's code, not the user's. Only these two messages are filtered, by their
+    text, so any other deprecation still shows.
+
+    Example
+    -------
+    >>> quiet_speechbrain_whisper_deprecations()
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     quiet_speechbrain_whisper_deprecations()
+    ...     warnings.warn("`gradient_checkpointing_disable` is deprecated ...", FutureWarning)
+    ...     warnings.warn("something else is deprecated", FutureWarning)
+    >>> [str(w.message) for w in seen]
+    ['something else is deprecated']
+    """
+    for name in ("gradient_checkpointing_disable", "past_key_values"):
+        warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)

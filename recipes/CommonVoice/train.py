@@ -37,6 +37,7 @@ from common_voice_prepare import check_common_voice_folder, normalize_text, prep
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from speechbrain_mambadapter import compat
 from speechbrain_mambadapter.recipe import asr, distributed
 from speechbrain_mambadapter.recipe.brain import PETLBrain
 from speechbrain_mambadapter.recipe.dataprep import load_mono
@@ -191,6 +192,7 @@ def dataio_prepare(hparams, tokenizer):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    compat.quiet_speechbrain_whisper_deprecations()
     # The inputs first: a missing flag or a wrong data folder fails here, before Whisper loads.
     data = peek_hparams(hparams_file, overrides, ["data_folder", "language", "skip_prep"])
     if not data["skip_prep"]:
