@@ -41,10 +41,14 @@ PAPER_SETTINGS = [
     ("ast-base", "bitfit", None, {}, None),
     ("ast-base", "prompt", None, {"num_tokens": 25}, None),
     ("ast-base", "prefix", None, {"num_tokens": 24}, None),
+    ("ast-base", "linear", None, {}, None),
+    ("ast-base", "full", None, {}, None),
     ("whisper-small-encoder", "mambadapter", "pfeiffer", {"rank": 104}, 1.1),
     ("whisper-small-encoder", "bottleneck", "pfeiffer", {"rank": 64}, 1.2),
     ("whisper-small-encoder", "conformer", "pfeiffer", {"rank": 48}, 1.4),
     ("whisper-small-encoder", "lora", None, {"rank": 32}, 1.2),
+    ("whisper-small-encoder", "linear", None, {}, None),
+    ("whisper-small-encoder", "full", None, {}, None),
 ]
 
 

@@ -42,6 +42,12 @@ def test_paper_budgets_within_ten_percent(capsys):
         assert r["with_norms"] > r["trainable"]
     whisper = {r["method"]: r["trainable"] for r in rows if r["backbone"].startswith("whisper")}
     assert whisper["lora"] == 12 * 2 * 2 * 768 * 32  # rank-32 A and B on q and v of 12 layers
+    # Every method is in the table, linear probing (the head only) and full fine-tuning included.
+    from speechbrain_mambadapter import METHODS
+
+    assert {r["method"] for r in rows if r["backbone"] == "ast-base"} == set(METHODS)
+    ast = {r["method"]: r["trainable"] for r in rows if r["backbone"] == "ast-base"}
+    assert ast["linear"] == 0 and ast["full"] > 80e6
 
 
 def test_cli_prints_json_rows(capsys):
