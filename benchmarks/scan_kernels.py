@@ -3,7 +3,7 @@
 Each kernel gets the layout it is built for, as the Mamba block hands it over: channels-last
 ``[B, L, D]`` tensors with ``z``, ``B`` and ``C`` strided views for the Triton scan, contiguous
 ``[B, D, L]`` ones for mamba-ssm. Both run with ``D``, the ``z`` gate, ``delta_bias`` and softplus.
-Times are medians (µs) of CUDA-graph replays (10 replays per CUDA-event pair, 30 pairs), so no
+Times are medians (µs) of CUDA-graph replays (10 replays per CUDA-event pair, 20 pairs), so no
 launch overhead is counted; at B=1 the inputs fit in L2, as they do after the projection that
 produces them. ``fwd`` runs without gradients (the inference path); ``fwd+bwd`` takes the gradients
 of all eight inputs. GB/s counts the fewest bytes the pass must move (each input read once,
@@ -14,8 +14,9 @@ Usage (GPU; mamba-ssm optional, its columns are left empty without it)::
 
     python benchmarks/scan_kernels.py [--dtypes bf16,fp32] [--json out.json] [--sweep]
 
-``--sweep`` also times other tile sizes and segment counts of the Triton kernels (for choosing
-the defaults in ``speechbrain_mambadapter/mamba/triton_scan.py``).
+``--sweep`` first times other segment heuristics (programs in flight per multiprocessor) and
+training chunk lengths of the Triton kernels, then runs the table with the best pair (from which
+the defaults in ``speechbrain_mambadapter/mamba/triton_scan.py`` are set).
 """
 
 import argparse
@@ -48,7 +49,7 @@ SHAPES = [
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def graph_time_us(fn, pairs=30, inner=10):
+def graph_time_us(fn, pairs=20, inner=10):
     """Median µs of one call of ``fn``, replayed from a CUDA graph."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -163,42 +164,42 @@ def measure(shape, dtype_name):
             ours = selective_scan_cl(**cl, delta_softplus=True)
             theirs = selective_scan_fn(**cf, delta_softplus=True)
             row["rel_err_vs_mamba_ssm"] = rel_err(ours.transpose(1, 2), theirs)
+        ours_grads = triton_fwd_bwd(cl, grad)()
+        theirs_grads = mamba_fwd_bwd(cf, grad)()
+        row["grad_rel_err_vs_mamba_ssm"] = max(
+            rel_err(g.transpose(1, 2) if g.dim() == 3 else g, h) for g, h in zip(ours_grads, theirs_grads)
+        )
         row["mamba_fwdbwd_us"] = graph_time_us(mamba_fwd_bwd(cf, grad))
         row["fwd_speedup"] = row["mamba_fwd_us"] / row["triton_fwd_us"]
         row["fwdbwd_speedup"] = row["mamba_fwdbwd_us"] / row["triton_fwdbwd_us"]
     return row
 
 
-def sweep(shape, dtype_name, configs_inf, configs_train, segment_counts):
-    """Other tile sizes and segment counts of the Triton kernels, on one shape."""
-    batch, length, d_inner, d_state = shape
-    dtype = DTYPES[dtype_name]
-    cl, _ = make_inputs(*shape, dtype)
-    grad = torch.randn(batch, length, d_inner, device="cuda", dtype=dtype)
-    rows = []
-    for cfg in configs_inf:
-        triton_scan._TUNING["inference"] = cfg
-        try:
-            with torch.no_grad():
-                us = graph_time_us(triton_fwd(cl))
-        except Exception as error:  # a tile too large for the registers, say: note it, go on
-            us = repr(error)[:200]
-        rows.append(dict(shape=list(shape), dtype=dtype_name, what="fwd", config=list(cfg), us=us))
-    triton_scan._TUNING["inference"] = None
-    for cfg in configs_train:
-        triton_scan._TUNING["training"] = cfg
-        try:
-            us = graph_time_us(triton_fwd_bwd(cl, grad))
-        except Exception as error:
-            us = repr(error)[:200]
-        rows.append(dict(shape=list(shape), dtype=dtype_name, what="fwd+bwd", config=list(cfg), us=us))
+def sweep(shapes, warps_per_sm, training_chunks):
+    """Time other segment heuristics and training chunk lengths of the Triton scan (bf16).
+
+    Returns the rows and the (warps per SM, training chunk) pair with the lowest total time.
+    """
+    rows, totals = [], {}
+    default = triton_scan._config(208, 16, training=True)
+    for wps in warps_per_sm:
+        triton_scan._WARPS_PER_SM = wps
+        for chunk in training_chunks:
+            triton_scan._TUNING["training"] = (chunk, default[1], default[2])
+            total = 0.0
+            for shape in shapes:
+                batch, length, d_inner, _ = shape
+                cl, _ = make_inputs(*shape, torch.bfloat16)
+                grad = torch.randn(batch, length, d_inner, device="cuda", dtype=torch.bfloat16)
+                with torch.no_grad():
+                    fwd = graph_time_us(triton_fwd(cl))
+                both = graph_time_us(triton_fwd_bwd(cl, grad))
+                total += fwd + both
+                rows.append(dict(shape=list(shape), warps_per_sm=wps, train_chunk=chunk, fwd_us=fwd, fwdbwd_us=both))
+                print("sweep", rows[-1], flush=True)
+            totals[(wps, chunk)] = total
     triton_scan._TUNING["training"] = None
-    args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-    for segments in segment_counts:
-        with torch.no_grad():
-            us = graph_time_us(lambda s=segments: triton_scan.scan_fwd(*args, True, False, s))
-        rows.append(dict(shape=list(shape), dtype=dtype_name, what="fwd", segments=segments, us=us))
-    return rows
+    return rows, min(totals, key=totals.get)
 
 
 def main():
@@ -214,22 +215,26 @@ def main():
         print(f"mamba-ssm not available: {MAMBA_SSM_ERROR}")
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, copy_gbs=bandwidth, rows=[])
     if args.sweep:
-        inf = [(32, 32, 8), (16, 32, 8), (16, 32, 4), (32, 32, 4), (64, 32, 8), (8, 32, 4), (32, 16, 8)]
-        train = [(16, 32, 8), (8, 32, 4), (8, 32, 8), (16, 32, 4), (32, 32, 8), (16, 16, 8)]
-        result["sweep"] = []
-        for shape in [(32, 1500, 208, 16), (8, 1500, 208, 16), (1, 1500, 208, 16)]:
-            segs = [1, 2, 4, 8, 16, 32] if shape[0] < 32 else [1, 2]
-            result["sweep"] += sweep(shape, "bf16", inf, train, segs)
-        for r in result["sweep"]:
-            print("sweep", r)
+        shapes = [(32, 1500, 208, 16), (8, 1500, 208, 16), (1, 1500, 208, 16)]
+        result["sweep"], (wps, chunk) = sweep(shapes, [4, 8, 16], [8])
+        # The table below runs with the best pair; the library's defaults are set from it.
+        triton_scan._WARPS_PER_SM = wps
+        default = triton_scan._config(208, 16, training=True)
+        triton_scan._TUNING["training"] = (chunk, default[1], default[2])
+        result["chosen"] = dict(warps_per_sm=wps, train_chunk=chunk)
+        print(f"chosen: warps per SM {wps}, training chunk {chunk}")
     for dtype_name in args.dtypes.split(","):
-        for shape in SHAPES:
+        # fp32: the adapter's Whisper shapes only (the kernels are the same; fewer compiles).
+        for shape in SHAPES if dtype_name == "bf16" else SHAPES[:3]:
             row = measure(shape, dtype_name)
             result["rows"].append(row)
             print(row, flush=True)
+            if args.json:  # after every row, so that a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(result, f, indent=1)
     print("| B, L, D, N | dtype | fwd µs Triton | fwd µs mamba-ssm | fwd × | fwd GB/s | fwd+bwd µs Triton "
-          "| fwd+bwd µs mamba-ssm | fwd+bwd × | fwd+bwd GB/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| fwd+bwd µs mamba-ssm | fwd+bwd × | fwd+bwd GB/s | rel. err. out / grads vs mamba-ssm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         fwd_gbs = r["fwd_bytes"] / r["triton_fwd_us"] / 1e3
         all_gbs = (r["fwd_bytes"] + r["bwd_bytes"]) / r["triton_fwdbwd_us"] / 1e3
@@ -237,7 +242,8 @@ def main():
         print(
             f"| {', '.join(map(str, r['shape']))} | {r['dtype']} | {r['triton_fwd_us']:.1f} | {m_fwd:.1f} "
             f"| ×{m_fwd / r['triton_fwd_us']:.2f} | {fwd_gbs:.0f} | {r['triton_fwdbwd_us']:.1f} | {m_all:.1f} "
-            f"| ×{m_all / r['triton_fwdbwd_us']:.2f} | {all_gbs:.0f} |"
+            f"| ×{m_all / r['triton_fwdbwd_us']:.2f} | {all_gbs:.0f} "
+            f"| {r.get('rel_err_vs_mamba_ssm', float('nan')):.1e} / {r.get('grad_rel_err_vs_mamba_ssm', float('nan')):.1e} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -36,10 +36,11 @@ except ImportError:  # the package works without Triton; ops.py falls back to th
 
 TRITON_AVAILABLE = triton is not None
 
-# Time steps per chunk in training: the forward pass saves the state at every chunk start, the
-# backward pass restarts from those states. A function of N only, so that the fake (meta)
-# implementations can give the saved states' shape.
-_TILE_ELEMENTS = 256  # N·T per tile column; with BD = 32 and 8 warps, 32 fp32 values per thread
+# benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
+_TUNING = {"inference": None, "training": None}
+# Segments in flight: one-warp programs, about this many per multiprocessor.
+_WARPS_PER_SM = 8
+_MAX_SEGMENTS = 32
 
 
 def next_power_of_2(n):
@@ -53,15 +54,19 @@ def next_power_of_2(n):
     return max(2, 1 << (int(n) - 1).bit_length())
 
 
-def chunk_len(d_state):
-    """Time steps per chunk (and between saved states) for ``d_state`` states.
+def _config(d_inner, d_state, training):
+    """Tile sizes ``(T, BD, num_warps)`` of one program: T time steps × all states × BD channels.
 
-    Example
-    -------
-    >>> chunk_len(16), chunk_len(64), chunk_len(8)
-    (16, 4, 32)
+    One warp per program: its lanes hold 8 channels × 4 groups of states, each thread the rest of
+    the states and all T steps in registers. So the scan over time and most of the sum over states
+    stay inside a thread, and no warp waits on another (no shared memory, no barriers). T keeps
+    each thread at 32 values per tile.
     """
-    return max(4, min(32, _TILE_ELEMENTS // next_power_of_2(d_state)))
+    tuned = _TUNING["training" if training else "inference"]
+    if tuned is not None:
+        return tuned
+    n_pad = next_power_of_2(d_state)
+    return max(2, min(16, 128 // n_pad)), min(8, next_power_of_2(d_inner)), 1
 
 
 def saved_states_shape(batch, length, d_inner, d_state):
@@ -70,7 +75,7 @@ def saved_states_shape(batch, length, d_inner, d_state):
     Example
     -------
     >>> saved_states_shape(2, 100, 32, 16)
-    (2, 7, 32, 16)
+    (2, 13, 32, 16)
     """
     chunk = _config(d_inner, d_state, training=True)[0]
     return (batch, -(-length // chunk), d_inner, next_power_of_2(d_state))
@@ -81,39 +86,25 @@ def _sm_count(device_index):
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _programs_wanted(device):
-    """About two programs per multiprocessor keep a GPU busy (a fixed 8 off CUDA)."""
+def _programs_wanted(device, warps):
+    """Enough programs to keep every multiprocessor busy (a fixed 8 off CUDA)."""
     if device.type != "cuda":
         return 8
-    return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _WARPS_PER_SM * _sm_count(index) // warps
 
 
-def _segments(batch, length, d_inner, block_d, chunk, device, segments):
+def _segments(batch, length, d_inner, block_d, chunk, warps, device, segments):
     """Number of time segments and steps per segment (a multiple of ``chunk``)."""
     n_chunks = -(-length // chunk)
     if segments <= 0:
         base = batch * -(-d_inner // block_d)
-        segments = -(-_programs_wanted(device) // base)
-        # A segment below 4 chunks costs more in summaries than it gains in parallelism.
-        segments = min(segments, max(1, n_chunks // 4))
-    segments = max(1, min(segments, n_chunks))
+        segments = -(-_programs_wanted(device, warps) // base)
+        # A segment below 2 chunks costs more in summaries than it gains in parallelism.
+        segments = min(segments, max(1, n_chunks // 2))
+    segments = max(1, min(segments, n_chunks, _MAX_SEGMENTS))
     per_segment = -(-n_chunks // segments)
     return -(-n_chunks // per_segment), per_segment * chunk
-
-
-# benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
-_TUNING = {"inference": None, "training": None}
-
-
-def _config(d_inner, d_state, training):
-    """Tile sizes: (T, BD, num_warps). BD channels sit on a warp's lanes, the warps split time."""
-    tuned = _TUNING["training" if training else "inference"]
-    if tuned is not None:
-        return tuned
-    t = chunk_len(d_state)
-    if not training and d_state <= 16:
-        t = 32
-    return t, min(32, next_power_of_2(d_inner)), 8
 
 
 if TRITON_AVAILABLE:
@@ -143,16 +134,17 @@ if TRITON_AVAILABLE:
     @triton.jit
     def _scan_fwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
-        out_ptr, last_ptr, states_ptr, seg_ptr,
+        out_ptr, last_ptr, states_ptr, seg_ptr, carry_ptr,
         L, D, N, seg_len, n_seg,
         s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
         s_zb, s_zl, s_zd, s_Ad, s_An,
         MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SEGMENTED: tl.constexpr,
         T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     ):  # fmt: skip
         """MODE 0: each segment's (total decay, end state from zero) into ``seg``.
-        MODE 1: the output, the last state and, if SAVE_STATES, every chunk's start state."""
+        MODE 1: the output, the last state and, if SAVE_STATES, every chunk's start state; with
+        SEGMENTED, each segment starts from the state ``_segment_carry_kernel`` left in ``carry``."""
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1)
         pid_s = tl.program_id(2)
@@ -173,12 +165,8 @@ if TRITON_AVAILABLE:
         # Summaries and states are [.., D, NP] fp32, contiguous.
         nd_off = offs_d[None, :] * NP + offs_n[:, None]
         h = tl.zeros([NP, BD], dtype=tl.float32)
-        if MODE == 1:
-            for s2 in range(0, pid_s):
-                base = seg_ptr + ((pid_b * n_seg + s2) * 2) * D * NP
-                decay = tl.load(base + nd_off, mask=mask_nd, other=0.0)
-                end = tl.load(base + D * NP + nd_off, mask=mask_nd, other=0.0)
-                h = decay * h + end
+        if MODE == 1 and SEGMENTED:
+            h = tl.load(carry_ptr + (pid_b * n_seg + pid_s) * D * NP + nd_off, mask=mask_nd, other=0.0)
         dt_sum = tl.zeros([BD], dtype=tl.float32)
         t_start = pid_s * seg_len
         t_stop = tl.minimum(t_start + seg_len, L)
@@ -190,24 +178,24 @@ if TRITON_AVAILABLE:
                            bias, HAS_BIAS, SOFTPLUS)  # fmt: skip
             u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud, mask=mask_td,
                         other=0.0).to(tl.float32)  # fmt: skip
-            mask_nt = mask_n[:, None] & mask_t[None, :]
-            Bt = tl.load(B_ptr + pid_b * s_Bb + t[None, :] * s_Bl + offs_n[:, None] * s_Bn, mask=mask_nt,
+            mask_tn = mask_t[:, None] & mask_n[None, :]
+            Bt = tl.load(B_ptr + pid_b * s_Bb + t[:, None] * s_Bl + offs_n[None, :] * s_Bn, mask=mask_tn,
                          other=0.0).to(tl.float32)  # fmt: skip
             if SAVE_STATES:
                 chunk_base = states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP
                 tl.store(chunk_base + nd_off, h, mask=mask_nd)
-            a = tl.exp2(dt[None, :, :] * A2[:, None, :])  # [NP, T, BD]
-            bx = (dt * u)[None, :, :] * Bt[:, :, None]
-            ha, hb = tl.associative_scan((a, bx), 1, _combine)
-            hs = hb + ha * h[:, None, :]
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            bx = (dt * u)[:, None, :] * Bt[:, :, None]
+            ha, hb = tl.associative_scan((a, bx), 0, _combine)
+            hs = hb + ha * h[None, :, :]
             # Padded steps have decay 1 and input 0, so the last row is the chunk's end state.
-            h = tl.sum(tl.where(offs_t[None, :, None] == T - 1, hs, 0.0), axis=1)
+            h = tl.sum(tl.where(offs_t[:, None, None] == T - 1, hs, 0.0), axis=0)
             if MODE == 0:
                 dt_sum += tl.sum(dt, axis=0)
             else:
-                Ct = tl.load(C_ptr + pid_b * s_Cb + t[None, :] * s_Cl + offs_n[:, None] * s_Cn,
-                             mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
-                y = tl.sum(hs * Ct[:, :, None], axis=0)  # [T, BD]
+                Ct = tl.load(C_ptr + pid_b * s_Cb + t[:, None] * s_Cl + offs_n[None, :] * s_Cn,
+                             mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
+                y = tl.sum(hs * Ct[:, :, None], axis=1)  # [T, BD]
                 if HAS_D:
                     y += skip[None, :] * u
                 if HAS_Z:
@@ -227,13 +215,13 @@ if TRITON_AVAILABLE:
     @triton.jit
     def _scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
-        dout_ptr, dlast_ptr, states_ptr, seg_ptr,
+        dout_ptr, dlast_ptr, states_ptr, seg_ptr, carry_ptr,
         du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
         L, D, N, seg_len, n_seg,
         s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
         s_zb, s_zl, s_zd, s_Ad, s_An, s_ob, s_ol, s_od,
         MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+        SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SEGMENTED: tl.constexpr,
         T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     ):  # fmt: skip
         """Reverse-time pass. With g[t] = dLoss/dh[t] (the full gradient reaching the state),
@@ -266,14 +254,10 @@ if TRITON_AVAILABLE:
         # gc: gradient reaching the state just after the current chunk, g[chunk end + 1].
         gc = tl.zeros([NP, BD], dtype=tl.float32)
         if MODE == 1:
-            if HAS_DLAST:
+            if SEGMENTED:
+                gc = tl.load(carry_ptr + (pid_b * n_seg + pid_s) * D * NP + nd_off, mask=mask_nd, other=0.0)
+            elif HAS_DLAST:
                 gc = tl.load(dlast_ptr + pid_b * D * NP + nd_off, mask=mask_nd, other=0.0)
-            for i in range(0, n_seg - 1 - pid_s):
-                s2 = n_seg - 1 - i
-                base = seg_ptr + ((pid_b * n_seg + s2) * 2) * D * NP
-                decay = tl.load(base + nd_off, mask=mask_nd, other=0.0)
-                first = tl.load(base + D * NP + nd_off, mask=mask_nd, other=0.0)
-                gc = decay * gc + first
         dtn_sum = tl.zeros([BD], dtype=tl.float32)
         dA_acc = tl.zeros([NP, BD], dtype=tl.float32)
         dD_acc = tl.zeros([T, BD], dtype=tl.float32)
@@ -285,52 +269,52 @@ if TRITON_AVAILABLE:
             t = c + offs_t
             mask_t = t < L
             mask_td = mask_t[:, None] & mask_d[None, :]
-            mask_nt = mask_n[:, None] & mask_t[None, :]
+            mask_tn = mask_t[:, None] & mask_n[None, :]
             td_off = t[:, None] * s_tl + offs_d[None, :] * s_td + pid_b * s_tb
             mask_next = (t + 1 < L)[:, None] & mask_d[None, :]
             # a[t+1]: delta one step later; past the last step the decay is 1 (g[L] = dlast).
             dtn, _ = _delta(dt_ptr, td_off + s_tl, mask_next, bias, HAS_BIAS, SOFTPLUS)
             dout = tl.load(dout_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od,
                            mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
-            Ct = tl.load(C_ptr + pid_b * s_Cb + t[None, :] * s_Cl + offs_n[:, None] * s_Cn,
-                         mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
+            Ct = tl.load(C_ptr + pid_b * s_Cb + t[:, None] * s_Cl + offs_n[None, :] * s_Cn,
+                         mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
             dy = dout
             if HAS_Z:
                 z = tl.load(z_ptr + pid_b * s_zb + t[:, None] * s_zl + offs_d[None, :] * s_zd,
                             mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
                 z_sig = tl.sigmoid(z)
                 dy = dout * z * z_sig
-            an = tl.exp2(dtn[None, :, :] * A2[:, None, :])
-            x = Ct[:, :, None] * dy[None, :, :]
-            pa, gl = tl.associative_scan((an, x), 1, _combine, reverse=True)
-            g = gl + pa * gc[:, None, :]
-            gc = tl.sum(tl.where(offs_t[None, :, None] == 0, g, 0.0), axis=1)
+            an = tl.exp2(dtn[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            x = Ct[:, :, None] * dy[:, None, :]
+            pa, gl = tl.associative_scan((an, x), 0, _combine, reverse=True)
+            g = gl + pa * gc[None, :, :]
+            gc = tl.sum(tl.where(offs_t[:, None, None] == 0, g, 0.0), axis=0)
             if MODE == 0:
                 dtn_sum += tl.sum(dtn, axis=0)
             else:
                 dt, raw = _delta(dt_ptr, td_off, mask_td, bias, HAS_BIAS, SOFTPLUS)
                 u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud,
                             mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
-                Bt = tl.load(B_ptr + pid_b * s_Bb + t[None, :] * s_Bl + offs_n[:, None] * s_Bn,
-                             mask=mask_nt, other=0.0).to(tl.float32)  # fmt: skip
+                Bt = tl.load(B_ptr + pid_b * s_Bb + t[:, None] * s_Bl + offs_n[None, :] * s_Bn,
+                             mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
                 h0 = tl.load(states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP + nd_off,
                              mask=mask_nd, other=0.0)  # fmt: skip
-                a = tl.exp2(dt[None, :, :] * A2[:, None, :])
+                a = tl.exp2(dt[:, None, :] * A2[None, :, :])
                 dtu = dt * u
-                bx = dtu[None, :, :] * Bt[:, :, None]
-                ha, hb = tl.associative_scan((a, bx), 1, _combine)
-                hs = hb + ha * h0[:, None, :]
+                bx = dtu[:, None, :] * Bt[:, :, None]
+                ha, hb = tl.associative_scan((a, bx), 0, _combine)
+                hs = hb + ha * h0[None, :, :]
                 if HAS_Z:
-                    y = tl.sum(hs * Ct[:, :, None], axis=0) + skip[None, :] * u
+                    y = tl.sum(hs * Ct[:, :, None], axis=1) + skip[None, :] * u
                     dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
                     tl.store(dz_ptr + (pid_b * L + t[:, None]) * D + offs_d[None, :],
                              dz.to(dz_ptr.dtype.element_ty), mask=mask_td)  # fmt: skip
                 dD_acc += dy * u
                 # Gradient w.r.t. delta·A: g · a · h[t-1] = g · (h[t] - delta B u).
                 d_log_a = g * (hs - bx)
-                dA_acc += tl.sum(d_log_a * dt[None, :, :], axis=1)
-                gB = tl.sum(g * Bt[:, :, None], axis=0)  # [T, BD]
-                ddt = tl.sum(d_log_a * A[:, None, :], axis=0) + gB * u
+                dA_acc += tl.sum(d_log_a * dt[:, None, :], axis=0)
+                gB = tl.sum(g * Bt[:, :, None], axis=1)  # [T, BD]
+                ddt = tl.sum(d_log_a * A[None, :, :], axis=1) + gB * u
                 du = gB * dt + skip[None, :] * dy
                 if SOFTPLUS:
                     ddt = ddt * tl.sigmoid(raw)
@@ -339,9 +323,9 @@ if TRITON_AVAILABLE:
                 td_out = (pid_b * L + t[:, None]) * D + offs_d[None, :]
                 tl.store(du_ptr + td_out, du.to(du_ptr.dtype.element_ty), mask=mask_td)
                 tl.store(ddt_ptr + td_out, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_td)
-                part_off = ((pid_d * tl.num_programs(1) + pid_b) * L + t[None, :]) * NP + offs_n[:, None]
-                tl.store(dB_ptr + part_off, tl.sum(g * dtu[None, :, :], axis=2), mask=mask_nt)
-                tl.store(dC_ptr + part_off, tl.sum(hs * dy[None, :, :], axis=2), mask=mask_nt)
+                part_off = ((pid_d * tl.num_programs(1) + pid_b) * L + t[:, None]) * NP + offs_n[None, :]
+                tl.store(dB_ptr + part_off, tl.sum(g * dtu[:, None, :], axis=2), mask=mask_tn)
+                tl.store(dC_ptr + part_off, tl.sum(hs * dy[:, None, :], axis=2), mask=mask_tn)
         if MODE == 0:
             base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
             tl.store(base + nd_off, tl.exp2(A2 * dtn_sum[None, :]), mask=mask_nd)
@@ -351,6 +335,50 @@ if TRITON_AVAILABLE:
             tl.store(dA_ptr + row * D * NP + nd_off, dA_acc, mask=mask_nd)
             tl.store(dD_ptr + row * D + offs_d, tl.sum(dD_acc, axis=0), mask=mask_d)
             tl.store(dbias_ptr + row * D + offs_d, tl.sum(dbias_acc, axis=0), mask=mask_d)
+
+    @triton.jit
+    def _segment_carry_kernel(
+        seg_ptr, carry_ptr, dlast_ptr, D, n_seg,
+        REVERSE: tl.constexpr, HAS_DLAST: tl.constexpr, SP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    ):  # fmt: skip
+        """Combine the segments' summaries into the state entering each segment, all at once: an
+        associative scan over the segment axis (reverse-time in the backward pass, where the
+        gradient of the last state enters the last segment)."""
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1)
+        offs_s = tl.arange(0, SP)
+        offs_n = tl.arange(0, NP)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        mask_s = offs_s < n_seg
+        mask = mask_s[:, None, None] & (offs_d < D)[None, None, :]
+        nd_off = offs_n[None, :, None] + offs_d[None, None, :] * NP
+        base = ((pid_b * n_seg + offs_s) * 2 * D * NP)[:, None, None] + nd_off
+        decay = tl.load(seg_ptr + base, mask=mask, other=1.0)
+        value = tl.load(seg_ptr + base + D * NP, mask=mask, other=0.0)
+        out = (pid_b * n_seg + offs_s)[:, None, None] * D * NP + nd_off
+        first = tl.zeros([1, NP, BD], dtype=tl.float32)
+        if HAS_DLAST:
+            first = tl.load(dlast_ptr + pid_b * D * NP + nd_off, mask=(offs_d < D)[None, None, :], other=0.0)
+        if REVERSE:
+            value = tl.where((offs_s == n_seg - 1)[:, None, None], value + decay * first, value)
+            _, acc = tl.associative_scan((decay, value), 0, _combine, reverse=True)
+            # The segment before s starts its backward pass from the gradient entering s.
+            tl.store(carry_ptr + out - D * NP, acc, mask=mask & (offs_s >= 1)[:, None, None])
+            last = (offs_s == n_seg - 1)[:, None, None] & mask
+            tl.store(carry_ptr + out, tl.broadcast_to(first, [SP, NP, BD]), mask=last)
+        else:
+            _, acc = tl.associative_scan((decay, value), 0, _combine)
+            tl.store(carry_ptr + out + D * NP, acc, mask=mask & (offs_s + 1 < n_seg)[:, None, None])
+            tl.store(carry_ptr + out, tl.zeros([SP, NP, BD], dtype=tl.float32), mask=mask & (offs_s == 0)[:, None, None])
+
+
+def _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse):
+    block_d = min(8, next_power_of_2(d_inner))
+    grid = (triton.cdiv(d_inner, block_d), seg.shape[0])
+    _segment_carry_kernel[grid](
+        seg, carry, dlast, d_inner, n_seg, REVERSE=reverse, HAS_DLAST=dlast is not None,
+        SP=next_power_of_2(n_seg), BD=block_d, NP=n_pad, num_warps=4,
+    )  # fmt: skip
 
 
 def _strides3(x):
@@ -392,7 +420,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=save_states)
-    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, u.device, segments)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, segments)
     out = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
     last = torch.empty(batch, d_inner, n_pad, device=u.device, dtype=torch.float32)
     states = (
@@ -401,18 +429,20 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
         else last.new_empty(0)
     )
     seg = last.new_empty(batch, n_seg, 2, d_inner, n_pad) if n_seg > 1 else last.new_empty(0)
+    carry = last.new_empty(batch, n_seg, d_inner, n_pad) if n_seg > 1 else last.new_empty(0)
     grid = (triton.cdiv(d_inner, block_d), batch, n_seg)
     args = (
-        u, delta, A, B, C, D, z, delta_bias, out, last, states, seg,
+        u, delta, A, B, C, D, z, delta_bias, out, last, states, seg, carry,
         length, d_inner, d_state, seg_len, n_seg,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(),
     )  # fmt: skip
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
+        SOFTPLUS=bool(delta_softplus), SEGMENTED=n_seg > 1, T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
     )  # fmt: skip
     if n_seg > 1:
         _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
+        _carry(seg, carry, None, d_inner, n_seg, n_pad, reverse=False)
     _scan_fwd_kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
     return out, last[..., :d_state].contiguous(), states
 
@@ -446,39 +476,43 @@ def scan_bwd(
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=True)
-    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, u.device, segments)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, segments)
     n_dblk = triton.cdiv(d_inner, block_d)
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
     du = torch.empty(batch, length, d_inner, device=dev, dtype=u.dtype)
     ddelta = torch.empty(batch, length, d_inner, device=dev, dtype=delta.dtype)
     dz = torch.empty(batch, length, d_inner, device=dev, dtype=z.dtype) if z is not None else du.new_empty(0)
-    dB_part = torch.empty(n_dblk, batch, length, n_pad, **f32)
-    dC_part = torch.empty(n_dblk, batch, length, n_pad, **f32)
+    # Partial sums over each block of channels, in the inputs' dtype (half the traffic in bf16;
+    # the reference rounds dB and dC to it as well), summed in fp32 below.
+    dB_part = torch.empty(n_dblk, batch, length, n_pad, device=dev, dtype=B.dtype)
+    dC_part = torch.empty(n_dblk, batch, length, n_pad, device=dev, dtype=C.dtype)
     dA_part = torch.empty(batch * n_seg, d_inner, n_pad, **f32)
     dD_part = torch.empty(batch * n_seg, d_inner, **f32)
     dbias_part = torch.empty(batch * n_seg, d_inner, **f32)
     seg = torch.empty(batch, n_seg, 2, d_inner, n_pad, **f32) if n_seg > 1 else dA_part.new_empty(0)
+    carry = torch.empty(batch, n_seg, d_inner, n_pad, **f32) if n_seg > 1 else dA_part.new_empty(0)
     if dlast is not None:
         dlast = torch.nn.functional.pad(dlast.float(), (0, n_pad - d_state)).contiguous()
     grid = (n_dblk, batch, n_seg)
     args = (
-        u, delta, A, B, C, D, z, delta_bias, dout, dlast, states, seg,
+        u, delta, A, B, C, D, z, delta_bias, dout, dlast, states, seg, carry,
         du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
         length, d_inner, d_state, seg_len, n_seg,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(), *dout.stride(),
     )  # fmt: skip
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
+        SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, SEGMENTED=n_seg > 1,
         T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
     )  # fmt: skip
     if n_seg > 1:
         _scan_bwd_kernel[grid](*args, MODE=0, **flags)
+        _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse=True)
     _scan_bwd_kernel[grid](*args, MODE=1, **flags)
     dA = dA_part.sum(0)[:, :d_state]
-    dB = dB_part.sum(0)[..., :d_state].to(B.dtype)
-    dC = dC_part.sum(0)[..., :d_state].to(C.dtype)
+    dB = dB_part.sum(0, dtype=torch.float32)[..., :d_state].to(B.dtype)
+    dC = dC_part.sum(0, dtype=torch.float32)[..., :d_state].to(C.dtype)
     dD = dD_part.sum(0) if D is not None else None
     dbias = dbias_part.sum(0) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias
@@ -503,7 +537,6 @@ def flops_and_bytes(batch, length, d_inner, d_state, itemsize, has_z=True):
 
 __all__ = [
     "TRITON_AVAILABLE",
-    "chunk_len",
     "flops_and_bytes",
     "next_power_of_2",
     "saved_states_shape",
