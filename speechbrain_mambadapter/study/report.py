@@ -21,7 +21,6 @@ Authors
 """
 
 import csv
-import math
 import os
 
 from speechbrain_mambadapter.results import mean_std, read_result
@@ -366,8 +365,13 @@ def _heatmap_figure(study, collected, panels, tasks, path):
             ax.set_xlabel(col_key)
             ax.set_ylabel(row_key)
             for (r, c), (mean, _, _) in table.items():
-                text = "–" if mean is None or math.isnan(mean) else f"{mean:.1f}"
-                ax.text(cols.index(c), rows.index(r), text, ha="center", va="center", color="w", fontsize=8)
+                if mean is None:
+                    text, color = "–", "k"
+                else:
+                    red, green, blue, _ = image.cmap(image.norm(mean))
+                    text = f"{mean:.1f}"
+                    color = "k" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "w"
+                ax.text(cols.index(c), rows.index(r), text, ha="center", va="center", color=color, fontsize=8)
             others = sorted({k for run, _ in collected for k in run.point.values} - {row_key, col_key})
             ax.set_title(f"{task}: {metric} (%)" + (f", mean over {', '.join(others)}" if others else ""))
             fig.colorbar(image, ax=ax)

@@ -146,7 +146,7 @@ class Run:
         >>> run = Run(task, Point("lora", "lora"), None, 10, "train.py", "lora.yaml",
         ...           {"seed": 10, "use_alpha": False}, "out")
         >>> run.command(python="python", extra=["--device=cuda:0", "--seed=3"])
-        ['python', 'train.py', 'lora.yaml', '--seed=3', '--use_alpha=False', '--device=cuda:0']
+        ['python', 'train.py', 'lora.yaml', '--use_alpha=False', '--device=cuda:0', '--seed=3']
         """
         values = dict(self.overrides)
         data_folder = data_folder or self.task.data_folder

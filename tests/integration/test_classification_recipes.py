@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -303,36 +304,44 @@ def load_driver():
 @pytest.mark.parametrize(
     "recipe,args,expected",
     [
-        ("ESC50", [], [(f, s) for f in range(1, 6) for s in (10, 11, 12, 13, 14)]),
+        ("ESC50", [], [(f, s) for s in (10, 11, 12, 13, 14) for f in range(1, 6)]),
         ("UrbanSound8k", ["--seeds", "3"], [(f, 3) for f in range(1, 11)]),
         ("GSC", ["--seeds", "1", "2"], [(None, 1), (None, 2)]),
         ("FSC", [], [(None, s) for s in (10, 11, 12, 13, 14)]),
     ],
 )
-def test_driver_runs_every_fold_and_seed(recipe, args, expected, monkeypatch, capsys):
+def test_driver_runs_every_fold_and_seed(recipe, args, expected, tmp_path, capsys):
     driver = load_driver()
-    calls = []
-    monkeypatch.setattr(driver.subprocess, "call", lambda command: calls.append(command) or 0)
     hparams = str(ROOT / "recipes" / recipe / "hparams" / "lora.yaml")
-    assert driver.main([hparams, *args, "--", "--data_folder=/data"]) == 0
+    flags = [*args, "--output", str(tmp_path), "--dry-run"]
+    assert driver.main([hparams, *flags, "--", "--data_folder=/data"]) == 0
+    out = capsys.readouterr().out
+    commands = [shlex.split(line) for line in out.splitlines() if not line.startswith(("#", "Table"))]
     train = str(ROOT / "recipes" / recipe / "train.py")
-    assert all(c[1:3] == [train, hparams] and c[-1] == "--data_folder=/data" for c in calls)
+    assert all(c[1:3] == [train, hparams] and c[-1] == "--data_folder=/data" for c in commands)
     runs = []
-    for command in calls:
-        flags = dict(arg[2:].split("=", 1) for arg in command[3:-1])
-        runs.append((int(flags["fold"]) if "fold" in flags else None, int(flags["seed"])))
+    for command in commands:
+        flags = dict(arg[2:].split("=", 1) for arg in command[3:])
+        fold = int(flags["fold"]) if "fold" in flags else None
+        runs.append((fold, int(flags["seed"])))
+        # The recipe's own layout under --output: results/<dataset>/<experiment>/[fold<f>/]seed<s>.
+        folder = tmp_path / recipe / "lora" / (f"fold{fold}" if fold else "") / f"seed{flags['seed']}"
+        assert flags["output_folder"] == str(folder).replace("//", "/") and flags["experiment"] == "lora"
     assert runs == expected
-    assert f"python -m speechbrain_mambadapter.results results/{recipe}" in capsys.readouterr().out
+    assert f"Table: python -m speechbrain_mambadapter.results {tmp_path / recipe}" in out
 
 
-def test_driver_stops_at_a_failure_and_refuses_folds_without_folds(monkeypatch):
+def test_driver_names_an_ablation_and_refuses_folds_without_folds(tmp_path, capsys):
     driver = load_driver()
-    calls = []
-    monkeypatch.setattr(driver.subprocess, "call", lambda command: calls.append(command) or 1)
-    assert driver.main([str(ROOT / "recipes" / "ESC50" / "hparams" / "lora.yaml")]) == 1
-    assert len(calls) == 1
+    hparams = str(ROOT / "recipes" / "ESC50" / "hparams" / "mambadapter.yaml")
+    flags = ["--folds", "2", "--seeds", "10", "--output", str(tmp_path), "--dry-run"]
+    assert driver.main([hparams, *flags, "--", "--use_mamba=False", "--experiment=no_mamba"]) == 0
+    (command,) = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if "train.py" in line]
+    assert f"--output_folder={tmp_path / 'ESC50' / 'no_mamba' / 'fold2' / 'seed10'}" in command
+    assert command[-2:] == ["--use_mamba=False", "--experiment=no_mamba"]
     with pytest.raises(SystemExit):
         driver.main([str(ROOT / "recipes" / "GSC" / "hparams" / "lora.yaml"), "--folds", "1"])
+    assert "official split and has no folds" in capsys.readouterr().err
 
 
 def load_recipe(recipe):
