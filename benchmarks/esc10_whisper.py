@@ -254,43 +254,113 @@ def collect(results, json_path, walls=None):
     return runs
 
 
-def table(args):
-    """Markdown table and plot from the JSON that ``run`` writes."""
+def summarise(runs, reference="whisper_mambadapter"):
+    """One row per configuration (``CONFIGS`` order): runs, trainable parameters, accuracy mean and
+    sample std over folds and seeds, per-fold means, the median checkpoint epoch, and the paired
+    difference to ``reference`` over the same (fold, seed) with its standard error and the
+    two-sided paired t-test's p-value."""
+    from scipy import stats
+
     sys.path.insert(0, str(ROOT))
-    from speechbrain_mambadapter.results import aggregate, format_markdown
+    from speechbrain_mambadapter.results import mean_std
 
-    runs = json.loads(Path(args.json_file).read_text())["runs"]
-    cells = aggregate(runs)
-    print(format_markdown(cells))
+    by_experiment = {}
+    for run in runs:
+        by_experiment.setdefault(run["experiment"], []).append(run)
+    baseline = {(r["fold"], r["seed"]): r["test_accuracy"] for r in by_experiment.get(reference, [])}
+    order = [c[0] for c in CONFIGS] + sorted(set(by_experiment) - {c[0] for c in CONFIGS})
+    rows = []
+    for experiment in order:
+        members = by_experiment.get(experiment)
+        if not members:
+            continue
+        accuracies = [r["test_accuracy"] for r in members]
+        mean, std = mean_std(accuracies)
+        row = {
+            "experiment": experiment,
+            "runs": len(members),
+            "trainable_parameters": sorted({r["trainable_parameters"] for r in members}),
+            "accuracy_mean": mean,
+            "accuracy_std": std,
+            "fold_means": {
+                f: statistics.mean(r["test_accuracy"] for r in members if r["fold"] == f)
+                for f in sorted({r["fold"] for r in members})
+            },
+            "checkpoint_epoch_median": statistics.median(r["checkpoint_epoch"] for r in members),
+        }
+        pairs = [
+            (r["test_accuracy"], baseline[r["fold"], r["seed"]])
+            for r in members
+            if (r["fold"], r["seed"]) in baseline
+        ]
+        if experiment != reference and len(pairs) > 1:
+            differences = [a - b for a, b in pairs]
+            row["difference_mean"], difference_std = mean_std(differences)
+            row["difference_sem"] = difference_std / len(differences) ** 0.5
+            row["difference_p"] = float(stats.ttest_rel(*zip(*pairs)).pvalue)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows, reference="whisper_mambadapter"):
+    """The Markdown table of :func:`summarise`'s rows."""
+    lines = [
+        f"| method | trainable params | test accuracy (%) | per test fold 1-5 (%) | ckpt epoch | "
+        f"vs {reference.removeprefix('whisper_')} (points, paired) |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for row in rows:
+        params = " / ".join(f"{n:,}" for n in row["trainable_parameters"])
+        accuracy = (
+            f"{100 * row['accuracy_mean']:.2f} ± {100 * (row['accuracy_std'] or 0):.2f} ({row['runs']})"
+        )
+        folds = " ".join(f"{100 * v:.1f}" for v in row["fold_means"].values())
+        if "difference_mean" in row:
+            versus = f"{100 * row['difference_mean']:+.2f} ± {100 * row['difference_sem']:.2f}"
+            versus += f" (p={row['difference_p']:.2g})"
+        else:
+            versus = "–"
+        name = row["experiment"].removeprefix("whisper_")
+        lines.append(
+            f"| {name} | {params} | {accuracy} | {folds} | {row['checkpoint_epoch_median']:g} | {versus} |"
+        )
+    return "\n".join(lines)
+
+
+def table(args):
+    """Markdown table (and plot) from the JSON that ``run`` writes."""
+    rows = summarise(json.loads(Path(args.json_file).read_text())["runs"])
+    print(format_table(rows))
     if args.plot:
-        plot(cells, args.plot)
+        plot(rows, args.plot)
 
 
-def plot(cells, path):
-    """Test accuracy against trainable parameters, one point per configuration, ± 1 std."""
+def plot(rows, path):
+    """Test accuracy against trainable parameters, one point per configuration, ± 1 sample std;
+    linear probing (no trainable backbone parameter) as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for cell in cells:
-        params = max(cell["trainable_parameters"][0], 1)
-        std = cell["accuracy_std"] or 0.0
-        name = cell["experiment"].removeprefix("whisper_")
-        marker = "o" if name.startswith("mambadapter") else "s"
-        ax.errorbar(params, 100 * cell["accuracy_mean"], yerr=100 * std, fmt=marker, capsize=3)
-        ax.annotate(
-            name, (params, 100 * cell["accuracy_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7
-        )
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = iter("os^vD<>phX*P")
+    for row in rows:
+        mean, std = 100 * row["accuracy_mean"], 100 * (row["accuracy_std"] or 0.0)
+        name = row["experiment"].removeprefix("whisper_")
+        params = row["trainable_parameters"][0]
+        if params == 0:
+            ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+            ax.axhline(mean, color="grey", ls="--", lw=1, label=f"{name} (0 params): {mean:.1f}")
+            continue
+        ax.errorbar(params, mean, yerr=std, fmt=next(markers), capsize=3, label=f"{name}: {mean:.1f}")
     ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (head excluded; linear probing drawn at 1)")
+    ax.set_xlabel("trainable backbone parameters (PETL method and norms; head excluded)")
     ax.set_ylabel("ESC-10 test accuracy (%)")
-    runs = sorted({cell["runs"] for cell in cells})
-    ax.set_title(
-        f"Whisper-base encoder on ESC-10: mean ± std over {'/'.join(map(str, runs))} runs (folds x seeds)"
-    )
+    runs = "/".join(map(str, sorted({row["runs"] for row in rows})))
+    ax.set_title(f"Whisper-base encoder on ESC-10: mean ± std over {runs} runs (5 folds x 3 seeds)")
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"plot: {path}")
