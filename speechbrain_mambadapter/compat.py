@@ -18,6 +18,7 @@ Authors
 
 import contextlib
 import inspect
+import logging
 import sys
 import warnings
 
@@ -132,13 +133,14 @@ def ast_encoder_layers(model):
 
 
 def quiet_speechbrain_whisper_deprecations():
-    """Silence two FutureWarnings that every Whisper run of SpeechBrain 1.1 prints with transformers 5.2x.
+    """Silence the deprecation notes every Whisper run of SpeechBrain 1.1 prints with transformers 5.2x.
 
     SpeechBrain's ``HFTransformersInterface`` calls ``gradient_checkpointing_disable`` (renamed
     ``activation_checkpointing_disable`` in transformers 5.2x) and its ``Whisper.forward_decoder``
-    passes ``past_key_values`` to the decoder (renamed ``cache``). Both still work; the messages
-    concern SpeechBrain's code, not the user's. Only these two messages are filtered, by their
-    text, so any other deprecation still shows.
+    passes ``past_key_values`` to the decoder (renamed ``cache``), which transformers reports both
+    as FutureWarnings and once through its own logger. Both still work; the messages concern
+    SpeechBrain's code, not the user's. Only these messages are filtered, by their text, so any
+    other deprecation still shows.
 
     Example
     -------
@@ -153,3 +155,17 @@ def quiet_speechbrain_whisper_deprecations():
     """
     for name in ("gradient_checkpointing_disable", "past_key_values"):
         warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+    transformers_log = logging.getLogger("transformers.utils.generic")
+    if not any(isinstance(f, _DropMessage) for f in transformers_log.filters):
+        transformers_log.addFilter(_DropMessage("`past_key_values`/`cache_params` are deprecated"))
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not record.getMessage().startswith(self.prefix)
