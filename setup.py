@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["speechbrain_mambadapter", "speechbrain_mambadapter.*"]),
     install_requires=[
         "speechbrain>=1.1,<1.2",
-        "torch>=2.1",
+        "torch>=2.4",  # torch.library.custom_op (the Triton kernels)
         "torchaudio>=2.1",
         "transformers>=4.40",
         "hyperpyyaml>=1.2",

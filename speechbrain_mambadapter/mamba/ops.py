@@ -8,10 +8,12 @@ selective scan         ``selective_scan_triton``  ``selective_scan_fn``       ``
 whole Mamba inner op   ``mamba_gated_cl``         ``mamba_inner_fn``          ``mamba_inner_ref``
 =====================  =========================  ==========================  =====================
 
-``select_backend`` is the one place that decides which column runs: the project's Triton kernels on
-CUDA (they are faster than mamba-ssm's at every shape ``benchmarks/scan_kernels.py`` measures, and
-take any convolution width), mamba-ssm's when Triton is missing, the reference on CPU.
-``set_kernel_backend`` (or the environment variable ``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
+``select_backend`` is the one place that decides which column runs. On CUDA: mamba-ssm's kernels
+where they are installed, can run (convolution width 2-4) and the activations are bf16 or fp16
+(``benchmarks/scan_kernels.py`` measured them about as fast as or faster than the Triton scan in
+bf16); the project's Triton kernels otherwise (fp32 activations, any other convolution width, or mamba-ssm not installed). The
+reference runs on CPU. ``set_kernel_backend`` (or the environment variable
+``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -51,6 +53,13 @@ def _report_once(key, level, message):
         return
     _reported.add(key)
     logger.log(level, message)
+
+
+def _compute_dtype(x):
+    """The dtype the kernels will see: autocast's on CUDA when it is on, else ``x``'s."""
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return x.dtype
 
 
 def set_kernel_backend(backend="auto"):
@@ -105,12 +114,19 @@ def select_backend(x, d_conv, use_fast_path=True):
     if not x.is_cuda:
         _report_once("cpu", logging.INFO, "Mamba: reference PyTorch path (tensors are not on CUDA).")
         return "reference"
+    mamba_ssm_runs = FUSED_KERNELS_AVAILABLE and d_conv in FUSED_CONV_WIDTHS
+    # Measured (benchmarks/RESULTS.md): in half precision mamba-ssm's scan is about as fast or
+    # faster, in fp32 the Triton one is.
+    half = _compute_dtype(x) in (torch.bfloat16, torch.float16)
+    if mamba_ssm_runs and (wanted == "mamba_ssm" or (wanted == "auto" and half)):
+        _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
+        return "mamba_ssm"
     if wanted in ("auto", "triton") and TRITON_AVAILABLE:
         _report_once(
             "triton", logging.INFO, "Mamba: the project's Triton kernels (selective scan, causal conv)."
         )
         return "triton"
-    if wanted in ("auto", "mamba_ssm") and FUSED_KERNELS_AVAILABLE and d_conv in FUSED_CONV_WIDTHS:
+    if wanted == "auto" and mamba_ssm_runs:
         _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
         return "mamba_ssm"
     if wanted == "mamba_ssm" and FUSED_KERNELS_AVAILABLE:

@@ -6,18 +6,21 @@ each with any strides (``B`` and ``C`` are usually column slices of ``x_proj``'s
 block needs no transposes or copies around the scan. ``A`` is ``[D, N]`` (one real decay per channel
 and state), ``D`` and ``delta_bias`` are ``[D]``. The state is fp32; inputs are bf16, fp16 or fp32.
 
-Work decomposition. One program owns one batch row, ``BD`` channels, all ``N`` states and one
-*segment* of time, which it walks through in chunks of ``T`` steps. A chunk is one tile
-``[N, T, BD]``: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of all its steps are formed
-at once from coalesced ``[T, BD]`` and ``[N, T]`` loads, the linear recurrence inside the chunk is an
-associative scan along the time axis (the state entering the chunk is added afterwards), and the
-sum over states that gives ``y`` stays inside each thread. When the batch is small, time is cut
-into several segments so that the GPU has enough programs: a first pass computes each segment's
-end state from a zero start and its total decay, and the output pass combines those summaries
-to find the state entering its segment. The backward pass runs the same way in reverse time,
-from the chunk-start states the forward pass saved (``[batch, n_chunks, D, N]``, fp32).
+Work decomposition. One program is one warp; it owns one batch row, ``BD`` = 8 channels, all
+``N`` states and one *segment* of time, which it walks through in chunks of ``T`` steps. A chunk
+is one tile ``[T, N, BD]`` laid out so that a lane holds one channel and a quarter of the states,
+and all T steps of those in registers: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of the
+chunk are formed at once from ``[T, BD]`` and ``[T, N]`` loads, the linear recurrence inside the
+chunk is an associative scan along time that never leaves the thread (the state entering the
+chunk is added afterwards), and the sum over states that gives ``y`` needs two shuffles. Time is
+cut into segments until enough programs are in flight (small batches above all): a first pass
+computes each segment's end state from a zero start and its total decay, one associative scan
+over the segments (``_segment_carry_kernel``) gives the state entering each, and the output pass
+starts from it. The backward pass runs the same way in reverse time, from the chunk-start states
+the forward pass saved (``[batch, n_chunks, D, N]``, fp32); ``dB`` and ``dC`` (sums over channels)
+are written as per-channel-block partial sums and added up afterwards.
 
-The functions here take and return channels-last tensors; :mod:`speechbrain_mambadapter.mamba.ops`
+The functions here take and return channels-last tensors; :mod:`speechbrain_mambadapter.mamba.triton_ops`
 registers them as ``torch.library`` custom ops and gives them mamba-ssm's signature.
 
 Authors
@@ -38,8 +41,9 @@ TRITON_AVAILABLE = triton is not None
 
 # benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
 _TUNING = {"inference": None, "training": None}
-# Segments in flight: one-warp programs, about this many per multiprocessor.
-_WARPS_PER_SM = 8
+# Time is cut into segments until about this many one-warp programs per multiprocessor are in
+# flight (benchmarks/scan_kernels.py --sweep: 16 beat 4 and 8 on the H200 at B = 1, 8, 32).
+_WARPS_PER_SM = 16
 _MAX_SEGMENTS = 32
 
 

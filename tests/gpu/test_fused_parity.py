@@ -13,6 +13,7 @@ from speechbrain_mambadapter.mamba import (
     Mamba,
     causal_conv1d_ref,
     selective_scan_ref,
+    set_kernel_backend,
 )
 
 pytestmark = [
@@ -21,6 +22,14 @@ pytestmark = [
     pytest.mark.skipif(not FUSED_KERNELS_AVAILABLE, reason="needs mamba-ssm and causal-conv1d"),
 ]
 DEV = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def mamba_ssm_kernels():
+    """Pin mamba-ssm's kernels: in fp32 the dispatch would pick the project's Triton ones."""
+    set_kernel_backend("mamba_ssm")
+    yield
+    set_kernel_backend()
 
 
 def rel_err(a, b):
