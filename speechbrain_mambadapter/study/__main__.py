@@ -19,6 +19,7 @@ Authors
 """
 
 import argparse
+import fnmatch
 import os
 import sys
 import time
@@ -41,6 +42,12 @@ def build_parser():
         sub.add_argument("--recipes", help="the folder of the recipes (default: recipes/ beside studies/)")
         sub.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the study file's")
         sub.add_argument("--tasks", nargs="+", help="only these tasks of the study")
+        sub.add_argument(
+            "--points",
+            nargs="+",
+            metavar="NAME",
+            help="only these points (experiment names; * and ? match any)",
+        )
 
     run = commands.add_parser("run", help="launch the runs not done yet")
     common(run)
@@ -110,6 +117,12 @@ def main(argv=None):
                     f"--tasks {sorted(unknown)}: the study's tasks are {[t.name for t in study.tasks]}"
                 )
             runs = [run for run in runs if run.task.name in args.tasks]
+        if args.points:
+            names = [p.experiment for p in study.points]
+            unmatched = [pattern for pattern in args.points if not fnmatch.filter(names, pattern)]
+            if unmatched:
+                parser.error(f"--points {unmatched} match no point; the points are {names}")
+            runs = [r for r in runs if any(fnmatch.fnmatchcase(r.point.experiment, p) for p in args.points)]
         if args.action == "status":
             return _status(study, runs, args)
         if args.action == "report":

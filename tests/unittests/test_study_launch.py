@@ -238,3 +238,19 @@ def test_status_of_a_run_that_died_without_saying_so():
         "failed": 1,
         "left": 0,
     }
+
+
+def test_points_and_tasks_filters(recipes, tmp_path, capsys):
+    path = study_file(
+        tmp_path, points=[{"hparams": "adapter", "grid": {"rank": [2, 4, 8]}, "experiment": "a_r{rank}"}]
+    )
+    assert cli(path, recipes, tmp_path, "--dry-run", "--tasks", "S", "--points", "a_r[28]") == 0
+    names = [
+        line.split(": ")[0][2:] for line in capsys.readouterr().out.splitlines() if line.startswith("# S/")
+    ]
+    assert names == ["S/a_r2/seed1", "S/a_r8/seed1"]
+    with pytest.raises(SystemExit):
+        cli(path, recipes, tmp_path, "--dry-run", "--points", "b_*")
+    assert (
+        "--points ['b_*'] match no point; the points are ['a_r2', 'a_r4', 'a_r8']" in capsys.readouterr().err
+    )
