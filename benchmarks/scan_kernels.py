@@ -109,7 +109,7 @@ def min_bytes(batch, length, d_inner, d_state, itemsize):
     """Fewest bytes of (forward, backward): every input read once, every output written once."""
     bld, bln = batch * length * d_inner * itemsize, batch * length * d_state * itemsize
     forward = 4 * bld + 2 * bln  # u, delta, z in; out
-    backward = 7 * bld + 4 * bln  # u, delta, z, dout in; du, ddelta, dz out; B, C in; dB, dC out
+    backward = 7 * bld + 4 * bln  # u, delta, z, grad_out in; du, ddelta, dz out; B, C in; dB, dC out
     return forward, backward
 
 
@@ -195,7 +195,9 @@ def sweep(shapes, warps_per_sm, training_chunks):
                     fwd = graph_time_us(triton_fwd(cl))
                 both = graph_time_us(triton_fwd_bwd(cl, grad))
                 total += fwd + both
-                rows.append(dict(shape=list(shape), warps_per_sm=wps, train_chunk=chunk, fwd_us=fwd, fwdbwd_us=both))
+                rows.append(
+                    dict(shape=list(shape), warps_per_sm=wps, train_chunk=chunk, fwd_us=fwd, fwdbwd_us=both)
+                )
                 print("sweep", rows[-1], flush=True)
             totals[(wps, chunk)] = total
     triton_scan._TUNING["training"] = None
@@ -232,18 +234,21 @@ def main():
             if args.json:  # after every row, so that a run cut short keeps what it measured
                 with open(args.json, "w") as f:
                     json.dump(result, f, indent=1)
-    print("| B, L, D, N | dtype | fwd µs Triton | fwd µs mamba-ssm | fwd × | fwd GB/s | fwd+bwd µs Triton "
-          "| fwd+bwd µs mamba-ssm | fwd+bwd × | fwd+bwd GB/s | rel. err. out / grads vs mamba-ssm |")
+    print(
+        "| B, L, D, N | dtype | fwd µs Triton | fwd µs mamba-ssm | fwd × | fwd GB/s | fwd+bwd µs Triton "
+        "| fwd+bwd µs mamba-ssm | fwd+bwd × | fwd+bwd GB/s | rel. err. out / grads vs mamba-ssm |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         fwd_gbs = r["fwd_bytes"] / r["triton_fwd_us"] / 1e3
         all_gbs = (r["fwd_bytes"] + r["bwd_bytes"]) / r["triton_fwdbwd_us"] / 1e3
         m_fwd, m_all = r.get("mamba_fwd_us", float("nan")), r.get("mamba_fwdbwd_us", float("nan"))
+        errors = [r.get(k, float("nan")) for k in ("rel_err_vs_mamba_ssm", "grad_rel_err_vs_mamba_ssm")]
         print(
             f"| {', '.join(map(str, r['shape']))} | {r['dtype']} | {r['triton_fwd_us']:.1f} | {m_fwd:.1f} "
-            f"| ×{m_fwd / r['triton_fwd_us']:.2f} | {fwd_gbs:.0f} | {r['triton_fwdbwd_us']:.1f} | {m_all:.1f} "
-            f"| ×{m_all / r['triton_fwdbwd_us']:.2f} | {all_gbs:.0f} "
-            f"| {r.get('rel_err_vs_mamba_ssm', float('nan')):.1e} / {r.get('grad_rel_err_vs_mamba_ssm', float('nan')):.1e} |"
+            f"| ×{m_fwd / r['triton_fwd_us']:.2f} | {fwd_gbs:.0f} | {r['triton_fwdbwd_us']:.1f} "
+            f"| {m_all:.1f} | ×{m_all / r['triton_fwdbwd_us']:.2f} | {all_gbs:.0f} "
+            f"| {errors[0]:.1e} / {errors[1]:.1e} |"
         )
     if args.json:
         with open(args.json, "w") as f:

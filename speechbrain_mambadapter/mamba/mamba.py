@@ -224,13 +224,20 @@ class Mamba(nn.Module):
         _init_dt_proj(dt_proj, self.dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor)
         return conv1d, x_proj, dt_proj
 
-    def _in_proj(self, hidden_states):
-        """``[B, L, d_model]`` → xz ``[B, 2·d_inner, L]`` with time contiguous (kernel layout)."""
-        batch, length, _ = hidden_states.shape
-        xz = self.in_proj.weight @ hidden_states.reshape(-1, self.d_model).t()
+    def _projections(self, projections):
+        """``in_proj``'s and ``out_proj``'s (weight, bias), or the ones passed in their place."""
+        if projections is not None:
+            return projections
+        return self.in_proj.weight, self.in_proj.bias, self.out_proj.weight, self.out_proj.bias
+
+    @staticmethod
+    def _in_proj(hidden_states, weight, bias):
+        """``[B, L, features]`` → xz ``[B, 2·d_inner, L]`` with time contiguous (kernel layout)."""
+        batch, length, features = hidden_states.shape
+        xz = weight @ hidden_states.reshape(-1, features).t()
         xz = xz.view(-1, batch, length).transpose(0, 1)
-        if self.in_proj.bias is not None:
-            xz = xz + self.in_proj.bias.to(xz.dtype)[:, None]
+        if bias is not None:
+            xz = xz + bias.to(xz.dtype)[:, None]
         return xz
 
     def _gated(self, xz, conv1d, x_proj, dt_proj, A_log, D, fused):
@@ -260,7 +267,7 @@ class Mamba(nn.Module):
             dt_proj.bias.float(),
         )
 
-    def forward(self, hidden_states, lengths=None):
+    def forward(self, hidden_states, lengths=None, projections=None):
         """Run the block.
 
         Arguments
@@ -270,19 +277,24 @@ class Mamba(nn.Module):
         lengths : torch.Tensor, optional
             Accepted for a uniform interface with the bidirectional blocks;
             a causal block never lets right padding reach valid frames.
+        projections : tuple of torch.Tensor, optional
+            ``(in_weight, in_bias, out_weight, out_bias)`` used instead of ``in_proj`` and
+            ``out_proj`` (a merged MambAdapter passes its folded matrices; the inputs and outputs
+            are then as wide as those).
 
         Returns
         -------
         torch.Tensor
             ``[B, L, d_model]``.
         """
+        in_weight, in_bias, out_weight, out_bias = self._projections(projections)
         backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
         if backend == "triton":
             # Channels-last from in_proj to out_proj: no transposes.
-            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)
+            xz = F.linear(hidden_states, in_weight, in_bias)
             y = self._gated_cl(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-            return F.linear(y, self.out_proj.weight, self.out_proj.bias)
-        xz = self._in_proj(hidden_states)
+            return F.linear(y, out_weight, out_bias)
+        xz = self._in_proj(hidden_states, in_weight, in_bias)
         inner_fn = ops.mamba_inner_fn if backend == "mamba_ssm" else ops.mamba_inner_ref
         return inner_fn(
             xz,
@@ -290,8 +302,8 @@ class Mamba(nn.Module):
             self.conv1d.bias,
             self.x_proj.weight,
             self.dt_proj.weight,
-            self.out_proj.weight,
-            self.out_proj.bias,
+            out_weight,
+            out_bias,
             -torch.exp(self.A_log.float()),
             None,
             None,
@@ -345,23 +357,25 @@ class BiMambaInner(Mamba):
         self.A_b_log = _s4d_real_A_log(self.d_inner, d_state, device)
         self.D_b = _skip_D(self.d_inner, device)
 
-    def forward(self, hidden_states, lengths=None):
-        """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``."""
+    def forward(self, hidden_states, lengths=None, projections=None):
+        """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``,
+        ``projections`` as in ``Mamba.forward``."""
+        in_weight, in_bias, out_weight, out_bias = self._projections(projections)
         backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
         if backend == "triton":
-            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)
+            xz = F.linear(hidden_states, in_weight, in_bias)
             y = self._gated_cl(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
             xz_b = reverse_padded(xz, lengths, dim=1)
             y_b = self._gated_cl(xz_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
             y = y + reverse_padded(y_b, lengths, dim=1)
-            return F.linear(y, self.out_proj.weight, self.out_proj.bias)
-        xz = self._in_proj(hidden_states)
+            return F.linear(y, out_weight, out_bias)
+        xz = self._in_proj(hidden_states, in_weight, in_bias)
         fused = backend == "mamba_ssm"
         y = self._gated(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, fused)
         xz_b = reverse_padded(xz, lengths, dim=2)
         y_b = self._gated(xz_b, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b, fused)
         y = y + reverse_padded(y_b, lengths, dim=2)
-        return F.linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias)
+        return F.linear(y.transpose(1, 2), out_weight, out_bias)
 
 
 class BiMambaExt(nn.Module):
@@ -386,10 +400,15 @@ class BiMambaExt(nn.Module):
         self.forward_block = Mamba(d_model, **mamba_kwargs)
         self.backward_block = Mamba(d_model, **mamba_kwargs)
 
-    def forward(self, hidden_states, lengths=None):
-        """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``."""
-        backward = self.backward_block(reverse_padded(hidden_states, lengths, dim=1))
-        return self.forward_block(hidden_states) + reverse_padded(backward, lengths, dim=1)
+    def forward(self, hidden_states, lengths=None, projections=None):
+        """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``;
+        ``projections``: one tuple per block (forward, backward), as in ``Mamba.forward``."""
+        forward_proj, backward_proj = (None, None) if projections is None else projections
+        backward = self.backward_block(
+            reverse_padded(hidden_states, lengths, dim=1), projections=backward_proj
+        )
+        forward = self.forward_block(hidden_states, projections=forward_proj)
+        return forward + reverse_padded(backward, lengths, dim=1)
 
 
 DIRECTIONS = {"causal": Mamba, "inner": BiMambaInner, "ext": BiMambaExt}

@@ -11,8 +11,8 @@ whole Mamba inner op   ``mamba_gated_cl``         ``mamba_inner_fn``          ``
 ``select_backend`` is the one place that decides which column runs. On CUDA: mamba-ssm's kernels
 where they are installed, can run (convolution width 2-4) and the activations are bf16 or fp16
 (``benchmarks/scan_kernels.py`` measured them about as fast as or faster than the Triton scan in
-bf16); the project's Triton kernels otherwise (fp32 activations, any other convolution width, or mamba-ssm not installed). The
-reference runs on CPU. ``set_kernel_backend`` (or the environment variable
+bf16); the project's Triton kernels otherwise (fp32 activations, any other convolution width, or
+mamba-ssm not installed). The reference runs on CPU. ``set_kernel_backend`` (or the environment variable
 ``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
 
 Authors

@@ -58,11 +58,11 @@ if TRITON_AVAILABLE:
                  mask=mask)  # fmt: skip
 
     @triton.jit
-    def _conv_bwd_pre_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dpre_ptr, dw_ptr, db_ptr,
+    def _conv_bwd_pre_kernel(x_ptr, w_ptr, b_ptr, grad_out_ptr, dpre_ptr, dw_ptr, db_ptr,
                              L, D, s_xb, s_xl, s_xd, s_wd, s_wk, s_ob, s_ol, s_od,
                              W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                              BL: tl.constexpr, BD: tl.constexpr):  # fmt: skip
-        """dpre = dout · silu'(pre) into ``dpre`` (fp32), and this tile's dweight/dbias sums."""
+        """dpre = grad_out · silu'(pre) into ``dpre`` (fp32), and this tile's dweight/dbias sums."""
         pid_l, pid_d, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         t = pid_l * BL + tl.arange(0, BL)
         offs_d = pid_d * BD + tl.arange(0, BD)
@@ -71,11 +71,11 @@ if TRITON_AVAILABLE:
         bias = tl.zeros([BD], dtype=tl.float32)
         if HAS_BIAS:
             bias = tl.load(b_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        dpre = tl.load(dout_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od, mask=mask,
+        dpre = tl.load(grad_out_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od, mask=mask,
                        other=0.0).to(tl.float32)  # fmt: skip
         if SILU:
-            pre = _pre_activation(x_ptr, w_ptr, bias, pid_b, t, offs_d, mask_d, L, s_xb, s_xl, s_xd, s_wd, s_wk,
-                                  W, BL, BD)  # fmt: skip
+            pre = _pre_activation(x_ptr, w_ptr, bias, pid_b, t, offs_d, mask_d, L, s_xb, s_xl, s_xd,
+                                  s_wd, s_wk, W, BL, BD)  # fmt: skip
             sig = tl.sigmoid(pre)
             dpre = dpre * sig * (1.0 + pre * (1.0 - sig))
         tl.store(dpre_ptr + (pid_b * L + t[:, None]) * D + offs_d[None, :], dpre, mask=mask)
@@ -143,14 +143,14 @@ def conv_fwd(x, weight, bias, silu):
     return out
 
 
-def conv_bwd(x, weight, bias, silu, dout):
+def conv_bwd(x, weight, bias, silu, grad_out):
     """Gradients of ``conv_fwd``: ``dx`` (contiguous, x's dtype), ``dweight``, ``dbias`` (fp32 sums).
 
     Arguments
     ---------
     x, weight, bias, silu
         As in ``conv_fwd``.
-    dout : torch.Tensor
+    grad_out : torch.Tensor
         ``[batch, L, D]``, any strides.
 
     Returns
@@ -166,8 +166,8 @@ def conv_bwd(x, weight, bias, silu, dout):
     dw_part = torch.empty(batch * grid[0], d_inner, width, **f32)
     db_part = torch.empty(batch * grid[0], d_inner, **f32)
     _conv_bwd_pre_kernel[grid](
-        x, weight, bias, dout, dpre, dw_part, db_part, length, d_inner,
-        *x.stride(), *weight.stride(), *dout.stride(),
+        x, weight, bias, grad_out, dpre, dw_part, db_part, length, d_inner,
+        *x.stride(), *weight.stride(), *grad_out.stride(),
         W=width, HAS_BIAS=bias is not None, SILU=bool(silu), BL=_BLOCK_L, BD=_BLOCK_D, num_warps=_WARPS,
     )  # fmt: skip
     dx = torch.empty(batch, length, d_inner, device=x.device, dtype=x.dtype)

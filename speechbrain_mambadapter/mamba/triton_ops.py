@@ -74,16 +74,16 @@ def _scan_bwd_op(
     delta_bias: Optional[Tensor],
     delta_softplus: bool,
     states: Tensor,
-    dout: Tensor,
+    grad_out: Tensor,
     dlast: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grads = triton_scan.scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dout, dlast)
+    grads = triton_scan.scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, grad_out, dlast)
     # Custom ops return tensors only: an empty one stands for "no such input".
     return tuple(u.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @_scan_bwd_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dout, dlast):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, grad_out, dlast):
     f32 = dict(dtype=torch.float32)
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
@@ -106,17 +106,17 @@ def _scan_setup_context(ctx, inputs, output):
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
 
 
-def _scan_backward(ctx, dout, dlast, _dstates):
+def _scan_backward(ctx, grad_out, dlast, _dstates):
     u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError(
             "selective_scan_cl ran without saving its states (save_states=False), so it has no "
             "backward pass; call it with gradients enabled, as selective_scan_cl does by default."
         )
-    if dout is None:
-        dout = torch.zeros_like(u)
+    if grad_out is None:
+        grad_out = torch.zeros_like(u)
     du, ddelta, dA, dB, dC, dD, dz, dbias = _scan_bwd_op(
-        u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, states, dout, dlast
+        u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, states, grad_out, dlast
     )
     has_d, has_z, has_bias = ctx.present
     return (
@@ -141,14 +141,14 @@ def _(x, weight, bias, silu):
 
 @torch.library.custom_op(f"{_NS}::causal_conv1d_bwd", mutates_args=())
 def _conv_bwd_op(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, dout: Tensor
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, grad_out: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dx, dw, db = triton_conv.conv_bwd(x, weight, bias, silu, dout)
+    dx, dw, db = triton_conv.conv_bwd(x, weight, bias, silu, grad_out)
     return dx, dw.to(weight.dtype), x.new_empty(0) if db is None else db.to(bias.dtype)
 
 
 @_conv_bwd_op.register_fake
-def _(x, weight, bias, silu, dout):
+def _(x, weight, bias, silu, grad_out):
     return (
         x.new_empty(x.shape),
         weight.new_empty(weight.shape),
@@ -163,9 +163,9 @@ def _conv_setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias)
 
 
-def _conv_backward(ctx, dout):
+def _conv_backward(ctx, grad_out):
     x, weight, bias = ctx.saved_tensors
-    dx, dw, db = _conv_bwd_op(x, weight, bias, ctx.silu, dout)
+    dx, dw, db = _conv_bwd_op(x, weight, bias, ctx.silu, grad_out)
     return dx, dw, _none_if_empty(db, ctx.has_bias), None
 
 

@@ -219,7 +219,7 @@ if TRITON_AVAILABLE:
     @triton.jit
     def _scan_bwd_kernel(
         u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
-        dout_ptr, dlast_ptr, states_ptr, seg_ptr, carry_ptr,
+        grad_out_ptr, dlast_ptr, states_ptr, seg_ptr, carry_ptr,
         du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
         L, D, N, seg_len, n_seg,
         s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
@@ -278,16 +278,16 @@ if TRITON_AVAILABLE:
             mask_next = (t + 1 < L)[:, None] & mask_d[None, :]
             # a[t+1]: delta one step later; past the last step the decay is 1 (g[L] = dlast).
             dtn, _ = _delta(dt_ptr, td_off + s_tl, mask_next, bias, HAS_BIAS, SOFTPLUS)
-            dout = tl.load(dout_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od,
+            grad_out = tl.load(grad_out_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od,
                            mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
             Ct = tl.load(C_ptr + pid_b * s_Cb + t[:, None] * s_Cl + offs_n[None, :] * s_Cn,
                          mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
-            dy = dout
+            dy = grad_out
             if HAS_Z:
                 z = tl.load(z_ptr + pid_b * s_zb + t[:, None] * s_zl + offs_d[None, :] * s_zd,
                             mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
                 z_sig = tl.sigmoid(z)
-                dy = dout * z * z_sig
+                dy = grad_out * z * z_sig
             an = tl.exp2(dtn[:, None, :] * A2[None, :, :])  # [T, NP, BD]
             x = Ct[:, :, None] * dy[:, None, :]
             pa, gl = tl.associative_scan((an, x), 0, _combine, reverse=True)
@@ -310,7 +310,7 @@ if TRITON_AVAILABLE:
                 hs = hb + ha * h0[None, :, :]
                 if HAS_Z:
                     y = tl.sum(hs * Ct[:, :, None], axis=1) + skip[None, :] * u
-                    dz = dout * y * z_sig * (1.0 + z * (1.0 - z_sig))
+                    dz = grad_out * y * z_sig * (1.0 + z * (1.0 - z_sig))
                     tl.store(dz_ptr + (pid_b * L + t[:, None]) * D + offs_d[None, :],
                              dz.to(dz_ptr.dtype.element_ty), mask=mask_td)  # fmt: skip
                 dD_acc += dy * u
@@ -373,7 +373,11 @@ if TRITON_AVAILABLE:
         else:
             _, acc = tl.associative_scan((decay, value), 0, _combine)
             tl.store(carry_ptr + out + D * NP, acc, mask=mask & (offs_s + 1 < n_seg)[:, None, None])
-            tl.store(carry_ptr + out, tl.zeros([SP, NP, BD], dtype=tl.float32), mask=mask & (offs_s == 0)[:, None, None])
+            tl.store(
+                carry_ptr + out,
+                tl.zeros([SP, NP, BD], dtype=tl.float32),
+                mask=mask & (offs_s == 0)[:, None, None],
+            )
 
 
 def _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse):
@@ -452,7 +456,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
 
 
 def scan_bwd(
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, dout, dlast, segments=0
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, states, grad_out, dlast, segments=0
 ):  # fmt: skip
     """Backward selective scan on channels-last tensors (see ``scan_fwd``).
 
@@ -462,7 +466,7 @@ def scan_bwd(
         The forward pass's inputs.
     states : torch.Tensor
         The chunk-start states ``scan_fwd(..., save_states=True)`` returned.
-    dout : torch.Tensor
+    grad_out : torch.Tensor
         ``[batch, L, D]`` gradient of the output, any strides.
     dlast : torch.Tensor or None
         ``[batch, D, N]`` gradient of the last state.
@@ -500,10 +504,11 @@ def scan_bwd(
         dlast = torch.nn.functional.pad(dlast.float(), (0, n_pad - d_state)).contiguous()
     grid = (n_dblk, batch, n_seg)
     args = (
-        u, delta, A, B, C, D, z, delta_bias, dout, dlast, states, seg, carry,
+        u, delta, A, B, C, D, z, delta_bias, grad_out, dlast, states, seg, carry,
         du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
         length, d_inner, d_state, seg_len, n_seg,
-        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(), *dout.stride(),
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *_strides3(z), *A.stride(),
+        *grad_out.stride(),
     )  # fmt: skip
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,

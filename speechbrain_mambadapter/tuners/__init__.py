@@ -41,7 +41,12 @@ from speechbrain_mambadapter.tuners import (
 from speechbrain_mambadapter.tuners.bottleneck import Bottleneck
 from speechbrain_mambadapter.tuners.conformer import ConformerAdapter
 from speechbrain_mambadapter.tuners.lora import LoRA, merge_lora
-from speechbrain_mambadapter.tuners.mambadapter import MambAdapter, SharedProjections
+from speechbrain_mambadapter.tuners.mambadapter import (
+    MambAdapter,
+    SharedProjections,
+    merge_mambadapter,
+    unmerge_mambadapter,
+)
 from speechbrain_mambadapter.tuners.parallel import (
     DEFAULT_PLACEMENT,
     PLACEMENTS,
@@ -110,5 +115,7 @@ __all__ = [
     "SharedProjections",
     "TUNERS",
     "merge_lora",
+    "merge_mambadapter",
     "set_adapter_overlap",
+    "unmerge_mambadapter",
 ]

@@ -154,18 +154,88 @@ class MambAdapter(ParallelAdapter):
             _init_mamba_like_paper(self.mamba)
         self.dropout = nn.Dropout(dropout)
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
+        self.merged_blocks = 0  # > 0 while merged (``merge``): how many folded projection sets
 
     @property
     def projections(self):
         """The ``SharedProjections`` this adapter uses."""
         return self._projections[0]
 
+    def _blocks(self):
+        """The Mamba blocks whose in_proj/out_proj fold: one, or two for the "ext" direction."""
+        if hasattr(self.mamba, "forward_block"):
+            return [self.mamba.forward_block, self.mamba.backward_block]
+        return [self.mamba]
+
+    @torch.no_grad()
+    def merge(self):
+        """Fold ``W_down`` into the Mamba's ``in_proj`` and ``alpha·W_up`` into its ``out_proj``.
+
+        ``in_proj(x W_down)`` is one ``d_model -> 2·d_inner`` map and ``alpha·out_proj(y) W_up`` one
+        ``d_inner -> d_model`` map: after merging, the adapter runs two matrix products where it
+        ran four, with the same output in evaluation (dropout, between ``out_proj`` and ``W_up``,
+        is off there). The folded matrices are non-persistent buffers: the ``state_dict`` and the
+        trained parameters are untouched, and ``unmerge`` drops them. Merge again after the
+        weights change. Training a merged adapter raises an error.
+        """
+        if self.mamba is None:
+            return
+        self.unmerge()
+        down, up = self.projections.down, self.projections.up
+        alpha = 1.0 if self.alpha is None else self.alpha.float()
+        for i, block in enumerate(self._blocks()):
+            w_in, b_in = block.in_proj.weight.float(), block.in_proj.bias
+            w_out, b_out = block.out_proj.weight.float(), block.out_proj.bias
+            in_bias = w_in @ down.bias.float() + (0.0 if b_in is None else b_in.float())
+            # W_up's bias is added once, with the first block's output.
+            out_bias = up.bias.float() if i == 0 else torch.zeros_like(up.bias, dtype=torch.float32)
+            if b_out is not None:
+                out_bias = out_bias + up.weight.float() @ b_out.float()
+            folded = (
+                w_in @ down.weight.float(),
+                in_bias,
+                alpha * (up.weight.float() @ w_out),
+                alpha * out_bias,
+            )
+            like = (block.in_proj.weight, block.in_proj.weight, block.out_proj.weight, block.out_proj.weight)
+            for name, value, ref in zip(("in_weight", "in_bias", "out_weight", "out_bias"), folded, like):
+                self.register_buffer(f"merged_{i}_{name}", value.to(ref.dtype), persistent=False)
+        self.merged_blocks = len(self._blocks())
+
+    def unmerge(self):
+        """Drop the folded matrices of ``merge``: the adapter runs its four projections again."""
+        for i in range(self.merged_blocks):
+            for name in ("in_weight", "in_bias", "out_weight", "out_bias"):
+                delattr(self, f"merged_{i}_{name}")
+        self.merged_blocks = 0
+
+    def _merged_projections(self):
+        sets = [
+            tuple(
+                getattr(self, f"merged_{i}_{name}")
+                for name in ("in_weight", "in_bias", "out_weight", "out_bias")
+            )
+            for i in range(self.merged_blocks)
+        ]
+        return sets[0] if len(sets) == 1 else tuple(sets)
+
     def reduce(self, x):
-        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``x W_down``, rank-wide."""
+        """The part that reads the d_model-wide input: ``[B, T, d_model]`` -> ``x W_down``, rank-wide
+        (merged: ``x`` itself, which the folded ``in_proj`` reads)."""
+        if self.merged_blocks:
+            return x
         return self.projections.down(x)
 
     def transform(self, h, lengths=None):
-        """The rest of the encoder, rank-wide: ``[B, T, rank]`` -> code ``dropout(Mamba(h))``."""
+        """The rest of the encoder, rank-wide: ``[B, T, rank]`` -> code ``dropout(Mamba(h))``
+        (merged: ``[B, T, d_model]`` -> the adapter's output)."""
+        if self.merged_blocks:
+            if self.training:
+                raise RuntimeError(
+                    "This MambAdapter is merged for inference (merge_mambadapter); call "
+                    "unmerge_mambadapter(model) before training it."
+                )
+            return self.mamba(h, lengths, projections=self._merged_projections())
         if self.mamba is not None:
             h = self.mamba(h, lengths)
         return self.dropout(h)
@@ -175,7 +245,10 @@ class MambAdapter(ParallelAdapter):
         return self.transform(self.reduce(x), lengths)
 
     def decode(self, code):
-        """Bottleneck code ``[B, T, rank]`` -> ``alpha * (code W_up + b_up)``, ``[B, T, d_model]``."""
+        """Bottleneck code ``[B, T, rank]`` -> ``alpha * (code W_up + b_up)``, ``[B, T, d_model]``
+        (merged: the code is already the output)."""
+        if self.merged_blocks:
+            return code
         up = self.projections.up
         # alpha scales the rank-r code and the bias rather than the d_model-wide output: the
         # same function, without a pass (and, in training, a reduction) over [B, T, d_model].
@@ -186,6 +259,46 @@ class MambAdapter(ParallelAdapter):
     def forward(self, x, lengths=None):
         """``[B, T, d_model]`` -> ``[B, T, d_model]``; ``lengths`` as in the Mamba blocks."""
         return self.decode(self.encode(x, lengths))
+
+
+def merge_mambadapter(model):
+    """Merge every MambAdapter of ``model`` for inference (see ``MambAdapter.merge``).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A model with MambAdapters (by ``inject(..., method="mambadapter")``).
+
+    Returns
+    -------
+    int
+        How many adapters were merged (those without a Mamba, the "no Mamba" ablation, are not).
+
+    Example
+    -------
+    >>> shared = SharedProjections(16, 4)
+    >>> adapter = MambAdapter(16, 4, shared, d_state=4).eval()
+    >>> with torch.no_grad():
+    ...     _ = shared.up.weight.normal_()
+    >>> x = torch.randn(2, 5, 16)
+    >>> before = adapter(x)
+    >>> merge_mambadapter(adapter), torch.allclose(adapter(x), before, atol=1e-6)
+    (1, True)
+    >>> unmerge_mambadapter(adapter), torch.allclose(adapter(x), before, atol=1e-6)
+    (1, True)
+    """
+    adapters = [m for m in model.modules() if isinstance(m, MambAdapter) and m.mamba is not None]
+    for adapter in adapters:
+        adapter.merge()
+    return len(adapters)
+
+
+def unmerge_mambadapter(model):
+    """Undo ``merge_mambadapter``; return how many adapters were merged before."""
+    adapters = [m for m in model.modules() if isinstance(m, MambAdapter) and m.merged_blocks]
+    for adapter in adapters:
+        adapter.unmerge()
+    return len(adapters)
 
 
 NAME = "mambadapter"

@@ -20,6 +20,7 @@ from speechbrain_mambadapter.mamba import (
     select_backend,
     selective_scan_ref,
     selective_scan_triton,
+    set_kernel_backend,
     triton_scan,
 )
 
