@@ -10,9 +10,10 @@ whole Mamba inner op   ``mamba_gated_cl``         ``mamba_inner_fn``          ``
 
 ``select_backend`` is the one place that decides which column runs. On CUDA: mamba-ssm's kernels
 where they are installed, can run (convolution width 2-4) and the activations are bf16 or fp16
-(``benchmarks/scan_kernels.py`` measured them about as fast as or faster than the Triton scan in
-bf16); the project's Triton kernels otherwise (fp32 activations, any other convolution width, or
-mamba-ssm not installed). The reference runs on CPU. ``set_kernel_backend`` (or the environment variable
+(``benchmarks/scan_kernels.py``, bf16: the Triton scan ran at ×0.41-1.00 of mamba-ssm's speed in
+training and ×0.42-1.21 in inference); the project's Triton kernels otherwise (fp32 activations,
+where they were the faster, any other convolution width, or mamba-ssm not installed). The
+reference runs on CPU. ``set_kernel_backend`` (or the environment variable
 ``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
 
 Authors
@@ -115,8 +116,8 @@ def select_backend(x, d_conv, use_fast_path=True):
         _report_once("cpu", logging.INFO, "Mamba: reference PyTorch path (tensors are not on CUDA).")
         return "reference"
     mamba_ssm_runs = FUSED_KERNELS_AVAILABLE and d_conv in FUSED_CONV_WIDTHS
-    # Measured (benchmarks/RESULTS.md): in half precision mamba-ssm's scan is about as fast or
-    # faster, in fp32 the Triton one is.
+    # Measured (benchmarks/RESULTS.md): in half precision mamba-ssm's scan trains faster and infers
+    # about as fast; in fp32 the Triton one is the faster.
     half = _compute_dtype(x) in (torch.bfloat16, torch.float16)
     if mamba_ssm_runs and (wanted == "mamba_ssm" or (wanted == "auto" and half)):
         _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
