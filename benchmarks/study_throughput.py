@@ -13,8 +13,9 @@ before the first launch, is not counted; GPU utilisation and memory are sampled 
 
     python benchmarks/study_throughput.py --work /tmp/study_bench --out results/study_bench
 
-Writes ``study_throughput.json``, the launchers' logs, and the study's report
-(``fig2_scaling.md``, ``.csv``, ``.png``) to ``--out``; prints a markdown table.
+Writes ``study_throughput.json`` (after each launch), ``logs.tar.gz`` (the launchers' output and
+every run's logs) and the study's report (``fig2_scaling.md``, ``.csv``, ``.png``) to ``--out``;
+prints a markdown table.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -25,6 +26,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -36,14 +38,8 @@ from speechbrain_mambadapter.study import status as st  # noqa: E402
 from speechbrain_mambadapter.study.spec import load_study  # noqa: E402
 
 STUDY = ROOT / "studies" / "fig2_scaling.yaml"
-POINTS = [
-    "bottleneck_r8",
-    "bottleneck_r64",
-    "conformer_r8",
-    "conformer_r32",
-    "mambadapter_r16",
-    "mambadapter_r96",
-]
+# Two methods at two ranks each: with k = 4, one launch is exactly one wave of runs.
+POINTS = ["bottleneck_r8", "bottleneck_r64", "mambadapter_r16", "mambadapter_r96"]
 AST_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
 
@@ -122,7 +118,7 @@ def main(argv=None):
                        "--output", str(study_out), "--data", f"GSC={data}", "--seeds", str(seed),
                        "--points", *args.points, "--jobs", str(jobs), "--no-report"]  # fmt: skip
             command += ["--", *extra] if args.cpu_check else ["--gpus", "0", "--", *extra]
-            log = out / f"launch_k{jobs}.txt"
+            log = study_out / f"launch_k{jobs}.txt"
             start = time.time()
             with open(log, "w") as f:
                 code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -157,6 +153,18 @@ def main(argv=None):
     for name in ("fig2_scaling.md", "fig2_scaling.csv", "fig2_scaling.png"):
         if (study_out / "report" / name).exists():
             shutil.copy(study_out / "report" / name, out / name)
+    # The launchers' output and every run's logs, in one file (a device run brings back few files).
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        for path in sorted(study_out.glob("launch_k*.txt")) + sorted(study_out.glob("GSC/**/*.txt")):
+            if path.name in (
+                "launch_k1.txt",
+                "launch_k2.txt",
+                "launch_k4.txt",
+                st.LOG_FILE,
+                "log.txt",
+                "train_log.txt",
+            ):
+                tar.add(path, arcname=str(path.relative_to(study_out)))
     try:
         query = ["nvidia-smi", "-i", "0", "--query-gpu=name,driver_version", "--format=csv,noheader"]
         device = subprocess.run(query, capture_output=True, text=True).stdout.strip()
