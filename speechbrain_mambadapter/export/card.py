@@ -113,7 +113,7 @@ def test_stats(run):
 
 def split_sizes(run):
     """``[(split, items, hours)]`` from the prepared CSVs, where they still are."""
-    folder = Path(str(run.value("prepared_folder", "")))
+    folder = Path(run.value("prepared_folder") or "<no prepared_folder>")
     sizes = []
     for split in SPLIT_FILES[run.task]:
         path = folder / f"{split}.csv"

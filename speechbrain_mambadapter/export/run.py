@@ -155,7 +155,7 @@ class Run:
         if metrics.is_file():
             classes = json.loads(metrics.read_text(encoding="utf-8")).get("classes")
         else:
-            prepared = Path(self.value("prepared_folder", ""))
+            prepared = Path(self.value("prepared_folder") or "<no prepared_folder>")
             if not (prepared / CLASSES_FILE).is_file():
                 raise ExportError(
                     f"{self.folder} has no metrics.json (the test stage writes it, with the class list) and "
