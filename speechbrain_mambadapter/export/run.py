@@ -118,7 +118,9 @@ class Run:
         key = "eval_precision" if stage == "evaluation" else "precision"
         log = self.folder / "log.txt"
         used = (
-            re.findall(rf"Using {stage} precision: `--{key}=(\w+)`", log.read_text()) if log.is_file() else []
+            re.findall(rf"Using {stage} precision: `--{key}=(\w+)`", log.read_text(encoding="utf-8"))
+            if log.is_file()
+            else []
         )
         return used[-1] if used else self.value(key, "fp32")
 
@@ -130,6 +132,11 @@ class Run:
         speechbrain.utils.checkpoints.Checkpoint
         """
         save = self.folder / "save"
+        if not save.is_dir():
+            raise ExportError(
+                f"{self.folder} has no save/ folder: the run has not saved a checkpoint yet (the recipe "
+                "saves one after each validation); train it for at least one epoch."
+            )
         checkpointer = Checkpointer(save)
         if name is not None:
             found = [ckpt for ckpt in checkpointer.list_checkpoints() if ckpt.path.name == name]

@@ -125,6 +125,9 @@ def test_runs_that_cannot_be_exported_say_why(tmp_path, resolved, message):
 
 def test_the_best_checkpoint_is_the_one_the_test_stage_used(tmp_path):
     run = Run(write_run(tmp_path / "run", "x.yaml", asr_hparams()))
+    with pytest.raises(ExportError, match="has no save/ folder"):
+        run.checkpoint()
+    (tmp_path / "run" / "save").mkdir()
     with pytest.raises(ExportError, match="has no checkpoint with a validation WER"):
         run.checkpoint()
     for name, wer in (("CKPT+a", 40.0), ("CKPT+b", 30.0), ("CKPT+c", 35.0)):
