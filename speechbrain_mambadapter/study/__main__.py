@@ -124,7 +124,7 @@ def main(argv=None):
                 parser.error(f"--points {unmatched} match no point; the points are {names}")
             runs = [r for r in runs if any(fnmatch.fnmatchcase(r.point.experiment, p) for p in args.points)]
         if args.action == "status":
-            return _status(study, runs, args)
+            return _status(study, runs, args, output)
         if args.action == "report":
             return _report(study, runs, output)
         return _run(study, runs, output, args, extra, parser)
@@ -133,9 +133,10 @@ def main(argv=None):
         return 2
 
 
-def _status(study, runs, args):
+def _status(study, runs, args, output):
+    prepares = study.prepare_runs(runs, output)
     while True:
-        text = st.format_progress(study, runs, tail=args.tail)
+        text = st.format_progress(study, runs, tail=args.tail, prepares=prepares)
         if args.watch:
             print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + text, flush=True)
         else:

@@ -145,9 +145,9 @@ def progress_line(counts):
     return f"{counts['done']}/{total} done, {others}"
 
 
-def format_progress(study, runs, tail=15, show_left=10):
+def format_progress(study, runs, tail=15, show_left=10, prepares=()):
     """The progress view: counts, runs per task and experiment, the running runs, and the failed
-    runs with their log tails.
+    runs (and data preparations) with their log tails.
 
     Arguments
     ---------
@@ -159,7 +159,12 @@ def format_progress(study, runs, tail=15, show_left=10):
         Lines of each failed run's log to show.
     show_left : int
         Runs not yet started to name (the rest are counted).
+    prepares : list of Run
+        Its data-preparation runs (``Study.prepare_runs``): a failed one is shown too, since its
+        group's runs cannot start (on SLURM they wait for it forever: cancel them, fix, submit again).
     """
+    if not runs:
+        return f"Study {study.name}: no runs (the --tasks and --points given leave none)."
     states = [(run, *run_state(run)) for run in runs]
     lines = [f"Study {study.name}: {progress_line(count([s for _, s, _ in states]))}"]
     per_cell = {}
@@ -180,6 +185,9 @@ def format_progress(study, runs, tail=15, show_left=10):
             )
             lines.append(f"  {run.name}  ({since / 60:.1f} min, {where})")
     failed = [(run, status) for run, state, status in states if state == "failed"]
+    failed = [
+        (run, status) for run in prepares for state, status in [run_state(run)] if state == "failed"
+    ] + failed
     for run, status in failed:
         lines.append(f"Failed: {run.name}: {status.get('reason', 'no reason recorded')}")
         lines.append("  " + log_tail(run.output_folder, tail).replace("\n", "\n  "))

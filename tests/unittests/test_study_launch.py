@@ -121,13 +121,17 @@ def test_a_failed_run_is_reported_with_its_log_and_run_again(recipes, tmp_path, 
     assert st.run_state(bad)[0] == "done" and trace(good)["started"] == started
 
 
-def test_a_failed_preparation_blocks_only_its_group(recipes, tmp_path):
+def test_a_failed_preparation_blocks_only_its_group(recipes, tmp_path, capsys):
     tasks = {
         "F": {"recipe": "Folds", "folds": [1], "overrides": {"prepare_sleep": "x"}},
         "S": {"recipe": "Split"},
     }
     path = study_file(tmp_path, tasks=tasks)
     assert cli(path, recipes, tmp_path, "--jobs", "2", "--no-report") == 1
+    capsys.readouterr()
+    assert main(["status", path, "--recipes", recipes, "--output", str(tmp_path / "out")]) == 1
+    view = capsys.readouterr().out
+    assert "Failed: F/_prepare/fold1: exit code 1" in view and "could not convert string to float" in view
     for run in runs_of(path, recipes, tmp_path):
         state, status = st.run_state(run)
         if run.task.name == "S":
