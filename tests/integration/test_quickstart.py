@@ -129,3 +129,17 @@ def test_quickstart_hparams_run_the_recipe(tiny_english_whisper_dir, tmp_path, m
     assert any("petl_shared_projections" in name for name in names)
     assert any(".mamba." in name for name in names)
     assert not any("embed_tokens" in name for name in names)
+
+
+def test_readme_quotes_the_scores_the_script_compares_with():
+    """The quick start prints its scores beside tools/quickstart_expected.json's; README.md quotes
+    the same numbers, so that what a user reads is what the script checks."""
+    import json
+
+    root = RECIPE.parents[1]
+    expected = json.loads((root / "tools" / "quickstart_expected.json").read_text(encoding="utf-8"))
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for key, label in (("frozen", "before (frozen Whisper)"), ("adapted", "after (MambAdapter)")):
+        wer, cer = expected[key]["wer"], expected[key]["cer"]
+        assert re.search(rf"{re.escape(label)}\s+{wer:.1f}%\s+{cer:.1f}%", readme), (key, wer, cer)
+    assert expected["measured"] in readme
