@@ -119,6 +119,7 @@ def main(argv=None):
                        "--points", *args.points, "--jobs", str(jobs), "--no-report"]  # fmt: skip
             command += ["--", *extra] if args.cpu_check else ["--gpus", "0", "--", *extra]
             log = study_out / f"launch_k{jobs}.txt"
+            study_out.mkdir(parents=True, exist_ok=True)
             start = time.time()
             with open(log, "w") as f:
                 code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
