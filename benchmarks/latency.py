@@ -5,7 +5,8 @@ log-mel frames (30 s; shorter audio is padded to 30 s). Scenarios: streaming (ba
 mid (batch 8), batch (batch 32). Variants: plain encoder, + Bottleneck (r=64), + Conformer
 (r=48), + LoRA (r=32), + MambAdapter (r=104), all Pfeiffer, the paper's Whisper ranks;
 ``+overlap``: the adapter's rank-wide part on a side stream, concurrent with the FFN
-(``speechbrain_mambadapter.set_adapter_overlap``).
+(``speechbrain_mambadapter.set_adapter_overlap``); ``+folded``: MambAdapter merged for inference
+(``merge_mambadapter``), as the recipes' ``inference_mode: cuda_graph`` evaluates it.
 Modes: ``eager`` (PyTorch as is) and ``graph`` (``CUDAGraphModule``: the whole encoder
 replayed as one CUDA graph). Each figure is the median of ``--repeats`` timed forwards after
 warm-up (CUDA events); overheads are ratios to the plain encoder in the same run, dtype and
@@ -26,6 +27,7 @@ from speechbrain_mambadapter import inject, set_adapter_overlap
 from speechbrain_mambadapter.cuda_graphs import CUDAGraphModule
 from speechbrain_mambadapter.mamba import FUSED_KERNELS_AVAILABLE
 from speechbrain_mambadapter.params import build_backbone
+from speechbrain_mambadapter.tuners import merge_mambadapter
 
 SCENARIOS = {"streaming": 1, "mid": 8, "batch": 32}
 VARIANTS = {
@@ -37,6 +39,8 @@ VARIANTS = {
     # The same adapters with their rank-wide part on a side stream, overlapping the FFN.
     "bottleneck+overlap": dict(method="bottleneck", placement="pfeiffer", rank=64, overlap=True),
     "mambadapter+overlap": dict(method="mambadapter", placement="pfeiffer", rank=104, overlap=True),
+    # Folded as the recipes' inference_mode=cuda_graph runs it: W_down in in_proj, alpha*W_up in out_proj.
+    "mambadapter+folded": dict(method="mambadapter", placement="pfeiffer", rank=104, fold=True),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -55,16 +59,21 @@ class LastHidden(torch.nn.Module):
 def build(variant, dtype):
     torch.manual_seed(0)
     encoder = build_backbone("whisper-small-encoder", device="cpu")
+    fold = False
     if VARIANTS[variant] is not None:
         kwargs = dict(VARIANTS[variant])
         overlap = kwargs.pop("overlap", False)
+        fold = kwargs.pop("fold", False)
         inject(encoder, **kwargs)
         set_adapter_overlap(encoder, overlap)
         with torch.no_grad():  # zero-initialised up-projections would time GEMMs on zeros
             for p in encoder.parameters():
                 if p.requires_grad:
                     p.add_(torch.randn_like(p) * 1e-3)
-    return LastHidden(encoder).to("cuda", dtype).eval()
+    model = LastHidden(encoder).to("cuda", dtype).eval()
+    if fold:
+        merge_mambadapter(model)
+    return model
 
 
 def time_forward(fn, x, repeats, warmup=5):

@@ -374,7 +374,11 @@ class GraphedMethod:
     batch of each size, or runs eagerly when that is None. In training mode it drops the
     evaluation graphs, so that their memory is free for training, and goes through
     ``train_graphs``, a ``CUDAGraphTrainingModule`` (kept over evaluation: capturing it again
-    every epoch would cost more than its memory), or runs eagerly when that is None. Not an
+    every epoch would cost more than its memory), or runs eagerly when that is None.
+    ``prepare``, when set, is called before each call as ``prepare(evaluating)``, ``evaluating``
+    being True for a call that the evaluation graphs may take (eval mode, gradients off); a True
+    return means that it replaced tensors the captured graphs read, which are then captured again
+    (the graph modes fold MambAdapters there: ``speechbrain_mambadapter.recipe.modes``). Not an
     ``nn.Module`` on purpose: set as an attribute of its owner, a module would become its child,
     and the owner's parameters would appear twice in its ``state_dict``.
 
@@ -400,6 +404,7 @@ class GraphedMethod:
         self.method = method
         self.graphs = None
         self.train_graphs = None
+        self.prepare = None
 
     def graph_evaluation(self, max_graphs):
         """Capture up to ``max_graphs`` input shapes for evaluation (new, empty graphs); None: eager."""
@@ -418,11 +423,19 @@ class GraphedMethod:
         if self.owner.training:
             if self.graphs is not None:
                 self.graphs.reset()
+            self._prepare(False)
             if self.train_graphs is not None:
                 return self.train_graphs(*inputs)
         elif self.graphs is not None:
+            self._prepare(not torch.is_grad_enabled())
             return self.graphs(*inputs)
+        else:
+            self._prepare(False)
         return getattr(type(self.owner), self.method)(self.owner, *inputs)
+
+    def _prepare(self, evaluating):
+        if self.prepare is not None and self.prepare(evaluating) and self.graphs is not None:
+            self.graphs.reset()
 
 
 def graph_method(module, method, max_graphs, training=False):

@@ -10,6 +10,12 @@ per (batch size, length) and is best graphed on clips of one length (ESC-50's). 
 are independent: either, both or neither. A recipe's Brain calls :func:`set_graph_mode` once for
 each; the machinery is :mod:`speechbrain_mambadapter.cuda_graphs`.
 
+Evaluation graphs run MambAdapters folded (``MambAdapter.merge``: ``W_down`` inside the Mamba's
+``in_proj``, ``alpha·W_up`` inside its ``out_proj``, two matrix products where there were four):
+folded before each evaluation call (again only after the weights changed, in place, so that the
+captured graphs read the new values), unfolded before each training call. The trained
+parameters and the ``state_dict`` never change.
+
 Graphs need the model on a CUDA device, and training graphs cannot be captured under
 ``DistributedDataParallel``; there the stage runs eagerly, with a warning that says how to get
 graphs (or how to silence it), so that a GPU configuration runs anywhere.
@@ -22,8 +28,9 @@ import logging
 
 import torch.nn as nn
 
-from speechbrain_mambadapter.cuda_graphs import graph_method
+from speechbrain_mambadapter.cuda_graphs import GraphedMethod, graph_method
 from speechbrain_mambadapter.recipe.distributed import is_distributed, unwrap
+from speechbrain_mambadapter.tuners.mambadapter import MambAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +101,46 @@ def _why_eager(model, lobe, training):
     return None
 
 
-def set_graph_mode(model, mode, training=False, max_graphs=None):
+class EvaluationFolding:
+    """Folds a model's MambAdapters for evaluation and unfolds them for anything else.
+
+    The ``prepare`` of an evaluation :class:`~speechbrain_mambadapter.cuda_graphs.GraphedMethod`.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A model with MambAdapters (those without a Mamba, the "no Mamba" ablation, have nothing
+        to fold and are left alone).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.transformer.Transformer import TransformerEncoder
+    >>> from speechbrain_mambadapter import inject
+    >>> encoder = inject(TransformerEncoder(num_layers=2, nhead=2, d_ffn=16, d_model=8),
+    ...                  method="mambadapter", placement="pfeiffer", rank=4, d_state=4)
+    >>> folding = EvaluationFolding(encoder)
+    >>> len(folding.adapters), folding(True), folding(True), folding.adapters[0].merged_blocks
+    (2, True, False, 1)
+    >>> folding(False), folding.adapters[0].merged_blocks
+    (False, 0)
+    """
+
+    def __init__(self, model):
+        self.adapters = [m for m in model.modules() if isinstance(m, MambAdapter) and m.mamba is not None]
+
+    def __call__(self, evaluating):
+        """Fold (``evaluating``) or unfold every adapter; True when folded matrices were made anew."""
+        if not evaluating:
+            for adapter in self.adapters:
+                adapter.unmerge()
+            return False
+        created = any(not adapter.merged_blocks for adapter in self.adapters)
+        for adapter in self.adapters:
+            adapter.merge()  # nothing while the weights are unchanged; in place after they changed
+        return created
+
+
+def set_graph_mode(model, mode, training=False, max_graphs=None, fold=True):
     """Set how the encoder of an AST or Whisper lobe runs in evaluation, or in training.
 
     ``"cuda_graph"`` with ``training=False`` (the recipes' ``inference_mode``): validation and
@@ -114,7 +160,9 @@ def set_graph_mode(model, mode, training=False, max_graphs=None):
     for training, under ``DistributedDataParallel`` or in a multi-process ``torch.distributed``
     group (the capture fails there; evaluation graphs still apply). The module tree, the
     ``state_dict`` and the parameters never change (see
-    :func:`~speechbrain_mambadapter.cuda_graphs.graph_method`).
+    :func:`~speechbrain_mambadapter.cuda_graphs.graph_method`); evaluation graphs run the
+    MambAdapters folded, with their folded matrices as non-persistent buffers
+    (:class:`EvaluationFolding`).
 
     Arguments
     ---------
@@ -130,6 +178,8 @@ def set_graph_mode(model, mode, training=False, max_graphs=None):
     max_graphs : int, optional
         Input shapes (batch sizes) to capture, more run eagerly; by default 4 for evaluation and
         1 for training (a fixed batch size, whose epochs end with one smaller batch).
+    fold : bool
+        With evaluation graphs, fold the MambAdapters for evaluation (:class:`EvaluationFolding`).
 
     Returns
     -------
@@ -181,9 +231,22 @@ def set_graph_mode(model, mode, training=False, max_graphs=None):
             graphs = stage["default_max_graphs"] if max_graphs is None else max_graphs
         else:
             logger.warning(reason)
+    previous = vars(lobe).get(method)
+    if not training and isinstance(previous, GraphedMethod) and previous.prepare is not None:
+        previous.prepare(False)
+        previous.prepare = None
     graphed = graph_method(lobe, method, graphs, training=training)
     if graphs is None:
         return None
+    if not training and fold:
+        folding = EvaluationFolding(lobe)
+        if folding.adapters:
+            graphed.prepare = folding
+            logger.info(
+                "inference_mode=cuda_graph: %d MambAdapters run folded in evaluation (W_down in "
+                "in_proj, alpha*W_up in out_proj)",
+                len(folding.adapters),
+            )
     logger.info(
         "%s=cuda_graph: the %s encoder (%s) %s; batches of other sizes beyond max_graphs=%d run eagerly.",
         option,

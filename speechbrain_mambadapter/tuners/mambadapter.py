@@ -155,6 +155,7 @@ class MambAdapter(ParallelAdapter):
         self.dropout = nn.Dropout(dropout)
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
         self.merged_blocks = 0  # > 0 while merged (``merge``): how many folded projection sets
+        self._merged_from = None  # ``_fold_sources()`` when last merged
 
     @property
     def projections(self):
@@ -167,7 +168,18 @@ class MambAdapter(ParallelAdapter):
             return [self.mamba.forward_block, self.mamba.backward_block]
         return [self.mamba]
 
-    @torch.no_grad()
+    def _fold_sources(self):
+        """What the folded matrices are computed from: each parameter's storage and version.
+
+        An in-place update (an optimiser step, ``load_state_dict``) raises a tensor's version, and
+        ``.to()`` replaces its storage, so a changed tuple means the folded matrices are stale.
+        """
+        down, up = self.projections.down, self.projections.up
+        params = [down.weight, down.bias, up.weight, up.bias, self.alpha]
+        for block in self._blocks():
+            params += [block.in_proj.weight, block.in_proj.bias, block.out_proj.weight, block.out_proj.bias]
+        return tuple((p.data_ptr(), p.dtype, p._version) for p in params if p is not None)
+
     def merge(self):
         """Fold ``W_down`` into the Mamba's ``in_proj`` and ``alpha·W_up`` into its ``out_proj``.
 
@@ -175,32 +187,45 @@ class MambAdapter(ParallelAdapter):
         ``d_inner -> d_model`` map: after merging, the adapter runs two matrix products where it
         ran four, with the same output in evaluation (dropout, between ``out_proj`` and ``W_up``,
         is off there). The folded matrices are non-persistent buffers: the ``state_dict`` and the
-        trained parameters are untouched, and ``unmerge`` drops them. Merge again after the
-        weights change. Training a merged adapter raises an error.
+        trained parameters are untouched, and ``unmerge`` drops them. Training a merged adapter
+        raises an error.
+
+        Merging a merged adapter does nothing while its weights are unchanged; after they change
+        (in place, e.g. by an optimiser step or ``load_state_dict``) it computes the folded
+        matrices again into the same buffers, so that a CUDA graph captured with them reads the
+        new values.
         """
-        if self.mamba is None:
+        if self.mamba is None or (self.merged_blocks and self._merged_from == self._fold_sources()):
             return
-        self.unmerge()
+        # Not inference tensors, even when called inside torch.inference_mode: a later refresh
+        # writes into them in place.
+        with torch.no_grad(), torch.inference_mode(False):
+            folded = [self._folded(i, block) for i, block in enumerate(self._blocks())]
+        for i, values in enumerate(folded):
+            for name, value in zip(("in_weight", "in_bias", "out_weight", "out_bias"), values):
+                buffer = getattr(self, f"merged_{i}_{name}", None)
+                if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
+                    with torch.no_grad(), torch.inference_mode(False):
+                        buffer.copy_(value)
+                else:
+                    self.register_buffer(f"merged_{i}_{name}", value, persistent=False)
+        self.merged_blocks = len(folded)
+        self._merged_from = self._fold_sources()
+
+    def _folded(self, i, block):
+        """Block ``i``'s folded ``(in_weight, in_bias, out_weight, out_bias)``, in its weights' dtype."""
         down, up = self.projections.down, self.projections.up
         alpha = 1.0 if self.alpha is None else self.alpha.float()
-        for i, block in enumerate(self._blocks()):
-            w_in, b_in = block.in_proj.weight.float(), block.in_proj.bias
-            w_out, b_out = block.out_proj.weight.float(), block.out_proj.bias
-            in_bias = w_in @ down.bias.float() + (0.0 if b_in is None else b_in.float())
-            # W_up's bias is added once, with the first block's output.
-            out_bias = up.bias.float() if i == 0 else torch.zeros_like(up.bias, dtype=torch.float32)
-            if b_out is not None:
-                out_bias = out_bias + up.weight.float() @ b_out.float()
-            folded = (
-                w_in @ down.weight.float(),
-                in_bias,
-                alpha * (up.weight.float() @ w_out),
-                alpha * out_bias,
-            )
-            like = (block.in_proj.weight, block.in_proj.weight, block.out_proj.weight, block.out_proj.weight)
-            for name, value, ref in zip(("in_weight", "in_bias", "out_weight", "out_bias"), folded, like):
-                self.register_buffer(f"merged_{i}_{name}", value.to(ref.dtype), persistent=False)
-        self.merged_blocks = len(self._blocks())
+        w_in, b_in = block.in_proj.weight.float(), block.in_proj.bias
+        w_out, b_out = block.out_proj.weight.float(), block.out_proj.bias
+        in_bias = w_in @ down.bias.float() + (0.0 if b_in is None else b_in.float())
+        # W_up's bias is added once, with the first block's output.
+        out_bias = up.bias.float() if i == 0 else torch.zeros_like(up.bias, dtype=torch.float32)
+        if b_out is not None:
+            out_bias = out_bias + up.weight.float() @ b_out.float()
+        folded = (w_in @ down.weight.float(), in_bias, alpha * (up.weight.float() @ w_out), alpha * out_bias)
+        like = (block.in_proj.weight, block.in_proj.weight, block.out_proj.weight, block.out_proj.weight)
+        return [value.to(ref.dtype) for value, ref in zip(folded, like)]
 
     def unmerge(self):
         """Drop the folded matrices of ``merge``: the adapter runs its four projections again."""
@@ -208,6 +233,7 @@ class MambAdapter(ParallelAdapter):
             for name in ("in_weight", "in_bias", "out_weight", "out_bias"):
                 delattr(self, f"merged_{i}_{name}")
         self.merged_blocks = 0
+        self._merged_from = None
 
     def _merged_projections(self):
         sets = [

@@ -158,3 +158,66 @@ def test_inference_and_train_modes_leave_each_other_alone(tiny_ast_dir):
     graph_method(ast, "encode", 1, training=True)
     assert set_graph_mode(ast, "cuda_graph") is None
     assert ast.encode is graphed and graphed.graphs is None and graphed.train_graphs is not None
+
+
+def merged_blocks(model):
+    from speechbrain_mambadapter.tuners import MambAdapter
+
+    return [m.merged_blocks for m in model.modules() if isinstance(m, MambAdapter)]
+
+
+def test_evaluation_graphs_fold_mambadapters_and_training_unfolds_them(tiny_ast_dir, monkeypatch):
+    """With evaluation graphs the MambAdapters run folded in evaluation, with the unfolded
+    model's outputs, also after training steps and a checkpoint loaded in place; training gets
+    them unfolded, with the same gradients; the state_dict never changes. (On CPU the graph
+    modules run eagerly; here they are installed as on CUDA.)"""
+    import speechbrain_mambadapter.recipe.modes as modes
+
+    monkeypatch.setattr(modes, "_why_eager", lambda model, lobe, training: None)
+    reference = adapted_ast(tiny_ast_dir)
+    ast = copy.deepcopy(reference)
+    state = {k: v.clone() for k, v in ast.state_dict().items()}
+    graphed = set_graph_mode(ast, "cuda_graph")
+    assert graphed.prepare is not None and len(graphed.prepare.adapters) == 4
+    wavs, lens = torch.randn(3, 8000), torch.tensor([1.0, 0.7, 0.4])
+    trainable = [n for n, p in ast.named_parameters() if p.requires_grad]
+    optimizers = [
+        torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5) for m in (ast, reference)
+    ]
+
+    def evaluate(model):
+        model.eval()
+        with torch.no_grad():
+            return model(wavs, lens)
+
+    for step in range(2):
+        torch.testing.assert_close(evaluate(ast), evaluate(reference), rtol=1e-5, atol=1e-5)
+        assert merged_blocks(ast) == [1] * 4 and merged_blocks(reference) == [0] * 4
+        assert ast.state_dict().keys() == state.keys()
+        for model in (ast, reference):
+            model.train()
+            torch.manual_seed(step)  # the same dropout masks
+            model(wavs, lens).pow(2).sum().backward()
+        assert merged_blocks(ast) == [0] * 4
+        assert_same_gradients(ast, reference, trainable)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+
+    # A checkpoint loaded in place between two evaluations (a recipe's test after its validation).
+    evaluate(ast)
+    buffers = {name: b.data_ptr() for name, b in ast.named_buffers() if "merged_" in name}
+    for model in (ast, reference):
+        model.load_state_dict(state)
+    torch.testing.assert_close(evaluate(ast), evaluate(reference), rtol=1e-5, atol=1e-5)
+    assert {name: b.data_ptr() for name, b in ast.named_buffers() if "merged_" in name} == buffers
+    assert all(torch.equal(v, state[k]) for k, v in ast.state_dict().items())
+
+    with torch.enable_grad():  # gradients on in eval mode: no graph, and unfolded
+        ast(wavs, lens).sum().backward()
+    assert merged_blocks(ast) == [0] * 4
+    evaluate(ast)
+    assert set_graph_mode(ast, "eager") is None and merged_blocks(ast) == [0] * 4
+    assert set_graph_mode(ast, "cuda_graph", fold=False).prepare is None
+    evaluate(ast)
+    assert merged_blocks(ast) == [0] * 4

@@ -66,3 +66,21 @@ def test_training_a_merged_adapter_is_refused():
 def test_adapters_without_mamba_are_left_alone():
     adapter = MambAdapter(16, 4, SharedProjections(16, 4), use_mamba=False)
     assert merge_mambadapter(adapter) == 0 and adapter.merged_blocks == 0
+
+
+def test_merging_again_refreshes_in_place_only_after_the_weights_change():
+    adapter = trained_like(MambAdapter(16, 4, SharedProjections(16, 4), d_state=4)).eval()
+    x = torch.randn(2, 7, 16)
+    with torch.inference_mode():  # as evaluation may call it: the buffers must stay writable
+        adapter.merge()
+    buffers = {name: b.data_ptr() for name, b in adapter.named_buffers()}
+    adapter.merge()
+    assert {name: b.data_ptr() for name, b in adapter.named_buffers()} == buffers
+    folded = adapter.merged_0_in_weight.clone()
+    adapter.load_state_dict({k: v + 0.1 for k, v in adapter.state_dict().items()})  # in place
+    adapter.merge()
+    assert {name: b.data_ptr() for name, b in adapter.named_buffers()} == buffers  # same memory
+    assert not torch.equal(adapter.merged_0_in_weight, folded)
+    got = adapter(x)
+    adapter.unmerge()
+    torch.testing.assert_close(got, adapter(x), rtol=1e-5, atol=1e-6)
