@@ -174,17 +174,48 @@ if TRITON_AVAILABLE:
         dt_sum = tl.zeros([BD], dtype=tl.float32)
         t_start = pid_s * seg_len
         t_stop = tl.minimum(t_start + seg_len, L)
+        u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
+        dt_base = dt_ptr + pid_b * s_tb + offs_d[None, :] * s_td
+        B_base = B_ptr + pid_b * s_Bb + offs_n[None, :] * s_Bn
+        C_base = C_ptr + pid_b * s_Cb + offs_n[None, :] * s_Cn
+        # Software pipelining by hand: the loads of chunk c + T are issued before chunk c is
+        # computed, so that one warp's compute hides its own memory latency.
+        t = t_start + offs_t
+        next_td = (t < t_stop)[:, None] & mask_d[None, :]
+        next_tn = (t < t_stop)[:, None] & mask_n[None, :]
+        n_dt = tl.load(dt_base + t[:, None] * s_tl, mask=next_td, other=0.0)
+        n_u = tl.load(u_base + t[:, None] * s_ul, mask=next_td, other=0.0)
+        n_B = tl.load(B_base + t[:, None] * s_Bl, mask=next_tn, other=0.0)
+        n_C = n_B
+        n_z = n_u
+        if MODE == 1:
+            n_C = tl.load(C_base + t[:, None] * s_Cl, mask=next_tn, other=0.0)
+            if HAS_Z:
+                z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
+                n_z = tl.load(z_base + t[:, None] * s_zl, mask=next_td, other=0.0)
         for c in range(t_start, t_stop, T):
             t = c + offs_t
-            mask_t = t < L
-            mask_td = mask_t[:, None] & mask_d[None, :]
-            dt, _ = _delta(dt_ptr, pid_b * s_tb + t[:, None] * s_tl + offs_d[None, :] * s_td, mask_td,
-                           bias, HAS_BIAS, SOFTPLUS)  # fmt: skip
-            u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud, mask=mask_td,
-                        other=0.0).to(tl.float32)  # fmt: skip
-            mask_tn = mask_t[:, None] & mask_n[None, :]
-            Bt = tl.load(B_ptr + pid_b * s_Bb + t[:, None] * s_Bl + offs_n[None, :] * s_Bn, mask=mask_tn,
-                         other=0.0).to(tl.float32)  # fmt: skip
+            mask_td = (t < t_stop)[:, None] & mask_d[None, :]
+            raw = n_dt.to(tl.float32)
+            u = n_u.to(tl.float32)
+            Bt = n_B.to(tl.float32)
+            Ct = n_C.to(tl.float32)
+            zt = n_z.to(tl.float32)
+            next_td = (t + T < t_stop)[:, None] & mask_d[None, :]
+            next_tn = (t + T < t_stop)[:, None] & mask_n[None, :]
+            n_dt = tl.load(dt_base + (t + T)[:, None] * s_tl, mask=next_td, other=0.0)
+            n_u = tl.load(u_base + (t + T)[:, None] * s_ul, mask=next_td, other=0.0)
+            n_B = tl.load(B_base + (t + T)[:, None] * s_Bl, mask=next_tn, other=0.0)
+            if MODE == 1:
+                n_C = tl.load(C_base + (t + T)[:, None] * s_Cl, mask=next_tn, other=0.0)
+                if HAS_Z:
+                    n_z = tl.load(z_base + (t + T)[:, None] * s_zl, mask=next_td, other=0.0)
+            if HAS_BIAS:
+                raw = raw + bias[None, :]
+            dt = raw
+            if SOFTPLUS:
+                dt = _softplus(raw)
+            dt = tl.where(mask_td, dt, 0.0)
             if SAVE_STATES:
                 chunk_base = states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP
                 tl.store(chunk_base + nd_off, h, mask=mask_nd)
@@ -197,15 +228,11 @@ if TRITON_AVAILABLE:
             if MODE == 0:
                 dt_sum += tl.sum(dt, axis=0)
             else:
-                Ct = tl.load(C_ptr + pid_b * s_Cb + t[:, None] * s_Cl + offs_n[None, :] * s_Cn,
-                             mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
                 y = tl.sum(hs * Ct[:, :, None], axis=1)  # [T, BD]
                 if HAS_D:
                     y += skip[None, :] * u
                 if HAS_Z:
-                    z = tl.load(z_ptr + pid_b * s_zb + t[:, None] * s_zl + offs_d[None, :] * s_zd,
-                                mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
-                    y *= z * tl.sigmoid(z)
+                    y *= zt * tl.sigmoid(zt)
                 out_off = (pid_b * L + t[:, None]) * D + offs_d[None, :]
                 tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask_td)
         if MODE == 0:
@@ -290,7 +317,11 @@ if TRITON_AVAILABLE:
                 dy = grad_out * z * z_sig
             an = tl.exp2(dtn[:, None, :] * A2[None, :, :])  # [T, NP, BD]
             x = Ct[:, :, None] * dy[:, None, :]
-            pa, gl = tl.associative_scan((an, x), 0, _combine, reverse=True)
+            # A reverse scan written as a forward one over flipped tiles: the flips are register
+            # renames (time is held in-thread), while reverse=True compiles to warp shuffles.
+            pa, gl = tl.associative_scan((tl.flip(an, 0), tl.flip(x, 0)), 0, _combine)
+            pa = tl.flip(pa, 0)
+            gl = tl.flip(gl, 0)
             g = gl + pa * gc[None, :, :]
             gc = tl.sum(tl.where(offs_t[:, None, None] == 0, g, 0.0), axis=0)
             if MODE == 0:
