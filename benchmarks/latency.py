@@ -22,6 +22,7 @@ import json
 import statistics
 
 import torch
+from scan_kernels import apply_tuning_file  # benchmarks/, the script's folder, is on sys.path
 
 from speechbrain_mambadapter import inject, set_adapter_overlap
 from speechbrain_mambadapter.cuda_graphs import CUDAGraphModule
@@ -123,7 +124,13 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", default=None, help="also write all rows to this file")
+    parser.add_argument(
+        "--scan-tuning",
+        default=None,
+        help="a JSON of benchmarks/scan_kernels.py --sweep: run the Triton scan with its chosen tiles",
+    )
     args = parser.parse_args()
+    apply_tuning_file(args.scan_tuning)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(
@@ -133,6 +140,9 @@ def main():
     for dtype_name in args.dtypes.split(","):
         for variant in args.variants.split(","):
             rows += measure(variant, dtype_name, args.modes.split(","), args.repeats)
+            if args.json:  # after every row, so that a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
     plain = {(r["dtype"], r["mode"], r["scenario"]): r for r in rows if r["variant"] == "plain"}
     print(
         "| dtype | mode | variant | streaming ms | mid ms | batch ms | overhead s/m/b | peak act. MiB (b) |"

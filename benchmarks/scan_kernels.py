@@ -14,13 +14,16 @@ Usage (GPU; mamba-ssm optional, its columns are left empty without it)::
 
     python benchmarks/scan_kernels.py [--dtypes bf16,fp32] [--json out.json] [--sweep]
 
-``--sweep`` first times other segment heuristics (programs in flight per multiprocessor) and
-training chunk lengths of the Triton kernels, then runs the table with the best pair (from which
-the defaults in ``speechbrain_mambadapter/mamba/triton_scan.py`` are set).
+``--sweep`` first times other tiles (time steps x channels per program), training chunk lengths
+and segment heuristics (programs in flight per multiprocessor) of the Triton kernels, then runs
+the table with the best (from which the defaults in ``speechbrain_mambadapter/mamba/triton_scan.py``
+are set); its choice is the ``chosen`` entry of the JSON, which ``latency.py`` and
+``train_step.py`` take with ``--scan-tuning``.
 """
 
 import argparse
 import json
+import math
 import statistics
 
 import torch
@@ -175,33 +178,68 @@ def measure(shape, dtype_name):
     return row
 
 
-def sweep(shapes, warps_per_sm, training_chunks):
-    """Time other segment heuristics and training chunk lengths of the Triton scan (bf16).
+INFERENCE_TILES = [(8, 8), (4, 8), (16, 8), (8, 4), (4, 16), (8, 16), (2, 32)]  # (T, BD) of the forward
+TRAINING_CHUNKS = [4, 8]
+WARPS_PER_SM = [4, 8, 16, 32]
 
-    Returns the rows and the (warps per SM, training chunk) pair with the lowest total time.
+
+def set_tuning(tuning):
+    """Make the Triton scan use ``tuning`` (the dict ``sweep`` chooses, or one read from JSON)."""
+    triton_scan._TUNING["inference"] = (*tuning["inference_tile"], 1)
+    triton_scan._TUNING["training"] = (tuning["training_chunk"], 8, 1)
+    triton_scan._WARPS_PER_SM.update(inference=tuning["inference_wps"], training=tuning["training_wps"])
+
+
+def apply_tuning_file(path):
+    """``set_tuning`` from the ``chosen`` entry of a ``--json`` file of this script (for the other
+    benchmarks' ``--scan-tuning``); nothing for None."""
+    if path:
+        with open(path) as f:
+            set_tuning(json.load(f)["chosen"])
+
+
+def _geomean_best(times):
+    """The key whose times (one per shape) have the lowest geometric mean."""
+    return min(times, key=lambda k: sum(math.log(t) for t in times[k]))
+
+
+def sweep(shapes):
+    """Time the Triton scan's tiles and segment heuristics (bf16) on ``shapes``.
+
+    The forward (inference) pass: every (T, BD) of ``INFERENCE_TILES`` with every programs-per-SM
+    target of ``WARPS_PER_SM``; forward + backward (training): every chunk of ``TRAINING_CHUNKS``
+    with every target. Returns the rows and the choice with the lowest geometric mean over the
+    shapes, for each pass.
     """
-    rows, totals = [], {}
-    default = triton_scan._config(208, 16, training=True)
-    for wps in warps_per_sm:
-        triton_scan._WARPS_PER_SM = wps
-        for chunk in training_chunks:
-            triton_scan._TUNING["training"] = (chunk, default[1], default[2])
-            total = 0.0
-            for shape in shapes:
-                batch, length, d_inner, _ = shape
-                cl, _ = make_inputs(*shape, torch.bfloat16)
-                grad = torch.randn(batch, length, d_inner, device="cuda", dtype=torch.bfloat16)
+    rows, fwd_times, train_times = [], {}, {}
+    inputs = []
+    for shape in shapes:
+        cl, _ = make_inputs(*shape, torch.bfloat16)
+        grad = torch.randn(*shape[:3], device="cuda", dtype=torch.bfloat16)
+        inputs.append((shape, cl, grad))
+    for tile in INFERENCE_TILES:
+        triton_scan._TUNING["inference"] = (*tile, 1)
+        for wps in WARPS_PER_SM:
+            triton_scan._WARPS_PER_SM["inference"] = wps
+            for shape, cl, _ in inputs:
                 with torch.no_grad():
                     fwd = graph_time_us(triton_fwd(cl))
-                both = graph_time_us(triton_fwd_bwd(cl, grad))
-                total += fwd + both
-                rows.append(
-                    dict(shape=list(shape), warps_per_sm=wps, train_chunk=chunk, fwd_us=fwd, fwdbwd_us=both)
-                )
+                fwd_times.setdefault((tile, wps), []).append(fwd)
+                rows.append(dict(shape=list(shape), pass_="fwd", tile=list(tile), warps_per_sm=wps, us=fwd))
                 print("sweep", rows[-1], flush=True)
-            totals[(wps, chunk)] = total
-    triton_scan._TUNING["training"] = None
-    return rows, min(totals, key=totals.get)
+    for chunk in TRAINING_CHUNKS:
+        triton_scan._TUNING["training"] = (chunk, 8, 1)
+        for wps in WARPS_PER_SM:
+            triton_scan._WARPS_PER_SM["training"] = wps
+            for shape, cl, grad in inputs:
+                both = graph_time_us(triton_fwd_bwd(cl, grad))
+                train_times.setdefault((chunk, wps), []).append(both)
+                rows.append(dict(shape=list(shape), pass_="fwd+bwd", chunk=chunk, warps_per_sm=wps, us=both))
+                print("sweep", rows[-1], flush=True)
+    (tile, inference_wps), (chunk, training_wps) = _geomean_best(fwd_times), _geomean_best(train_times)
+    chosen = dict(inference_tile=list(tile), inference_wps=inference_wps, training_chunk=chunk,
+                  training_wps=training_wps)  # fmt: skip
+    return rows, chosen
 
 
 def main():
@@ -218,13 +256,13 @@ def main():
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, copy_gbs=bandwidth, rows=[])
     if args.sweep:
         shapes = [(32, 1500, 208, 16), (8, 1500, 208, 16), (1, 1500, 208, 16)]
-        result["sweep"], (wps, chunk) = sweep(shapes, [4, 8, 16], [8])
-        # The table below runs with the best pair; the library's defaults are set from it.
-        triton_scan._WARPS_PER_SM = wps
-        default = triton_scan._config(208, 16, training=True)
-        triton_scan._TUNING["training"] = (chunk, default[1], default[2])
-        result["chosen"] = dict(warps_per_sm=wps, train_chunk=chunk)
-        print(f"chosen: warps per SM {wps}, training chunk {chunk}")
+        result["sweep"], result["chosen"] = sweep(shapes)
+        # The table below runs with the best choice; the library's defaults are set from it.
+        set_tuning(result["chosen"])
+        print(f"chosen: {result['chosen']}", flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
     for dtype_name in args.dtypes.split(","):
         # fp32: the adapter's Whisper shapes only (the kernels are the same; fewer compiles).
         for shape in SHAPES if dtype_name == "bf16" else SHAPES[:3]:

@@ -24,6 +24,7 @@ import statistics
 
 import torch
 from latency import LastHidden  # benchmarks/, the script's folder, is on sys.path
+from scan_kernels import apply_tuning_file
 
 from speechbrain_mambadapter import inject, set_adapter_overlap
 from speechbrain_mambadapter.compat import hf_masks_as_eager
@@ -118,6 +119,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None)
     parser.add_argument(
+        "--scan-tuning",
+        default=None,
+        help="a JSON of benchmarks/scan_kernels.py --sweep: run the Triton scan with its chosen tiles",
+    )
+    parser.add_argument(
         "--overlap",
         default="off",
         choices=("off", "on", "both"),
@@ -134,6 +140,7 @@ def main():
         help="comma-separated: eager, graphed (the encoder's forward and backward as CUDA graphs)",
     )
     args = parser.parse_args()
+    apply_tuning_file(args.scan_tuning)
     overlaps = {"off": (False,), "on": (True,), "both": (False, True)}[args.overlap]
     cases = CASES if args.cases == "all" else [CASES[int(i)] for i in args.cases.split(",")]
     print(
@@ -152,6 +159,9 @@ def main():
                              rank=rank, ms=ms, peak_mib=peak)
                     )  # fmt: skip
                     print(json.dumps(rows[-1]), flush=True)
+                    if args.json:  # after every row, so that a run cut short keeps what it measured
+                        with open(args.json, "w") as f:
+                            json.dump(rows, f, indent=1)
                     del case
                     torch.cuda.empty_cache()
     print("| case | placement | mode | overlap | method | rank | step ms | peak MiB | time vs bottleneck |")

@@ -42,9 +42,9 @@ TRITON_AVAILABLE = triton is not None
 # benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
 _TUNING = {"inference": None, "training": None}
 # Time is cut into segments until about this many one-warp programs per multiprocessor are in
-# flight (benchmarks/scan_kernels.py --sweep: 16 beat 4 and 8 on the H200 at B = 1, 8, 32).
-_WARPS_PER_SM = 16
-_MAX_SEGMENTS = 32
+# flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep).
+_WARPS_PER_SM = {"inference": 16, "training": 16}
+_MAX_SEGMENTS = 64
 
 
 def next_power_of_2(n):
@@ -90,20 +90,20 @@ def _sm_count(device_index):
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _programs_wanted(device, warps):
+def _programs_wanted(device, warps, training):
     """Enough programs to keep every multiprocessor busy (a fixed 8 off CUDA)."""
     if device.type != "cuda":
         return 8
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return _WARPS_PER_SM * _sm_count(index) // warps
+    return _WARPS_PER_SM["training" if training else "inference"] * _sm_count(index) // warps
 
 
-def _segments(batch, length, d_inner, block_d, chunk, warps, device, segments):
+def _segments(batch, length, d_inner, block_d, chunk, warps, device, training, segments):
     """Number of time segments and steps per segment (a multiple of ``chunk``)."""
     n_chunks = -(-length // chunk)
     if segments <= 0:
         base = batch * -(-d_inner // block_d)
-        segments = -(-_programs_wanted(device, warps) // base)
+        segments = -(-_programs_wanted(device, warps, training) // base)
         # A segment below 2 chunks costs more in summaries than it gains in parallelism.
         segments = min(segments, max(1, n_chunks // 2))
     segments = max(1, min(segments, n_chunks, _MAX_SEGMENTS))
@@ -459,7 +459,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=save_states)
-    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, segments)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, save_states, segments)
     out = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
     last = torch.empty(batch, d_inner, n_pad, device=u.device, dtype=torch.float32)
     states = (
@@ -515,7 +515,7 @@ def scan_bwd(
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=True)
-    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, segments)
+    n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, True, segments)
     n_dblk = triton.cdiv(d_inner, block_d)
     dev = u.device
     f32 = dict(device=dev, dtype=torch.float32)
