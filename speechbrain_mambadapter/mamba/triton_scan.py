@@ -28,6 +28,7 @@ Authors
 """
 
 import functools
+import os
 
 import torch
 
@@ -38,6 +39,9 @@ except ImportError:  # the package works without Triton; ops.py falls back to th
     triton = tl = None
 
 TRITON_AVAILABLE = triton is not None
+# The interpreter (TRITON_INTERPRET=1, the CPU tests) runs no PTX: there the kernels take
+# tl.exp2 and tl.log instead of the approximate MUFU instructions.
+_FAST_MATH = os.environ.get("TRITON_INTERPRET") != "1"
 
 # benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
 _TUNING = {"inference": None, "training": None}
@@ -45,6 +49,8 @@ _TUNING = {"inference": None, "training": None}
 # flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep).
 _WARPS_PER_SM = {"inference": 16, "training": 16}
 _MAX_SEGMENTS = 64
+# The forward kernel of each pass: "scan" (_scan_fwd_kernel) or "steps" (_scan_fwd_steps_kernel).
+_FORWARD_KERNEL = {"inference": "scan", "training": "scan"}
 
 
 def next_power_of_2(n):
@@ -119,12 +125,35 @@ if TRITON_AVAILABLE:
         # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
         return a1 * a2, a2 * b1 + b2
 
-    @triton.jit
-    def _softplus(x):
-        return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+    _LN2 = tl.constexpr(0.6931471805599453)
 
     @triton.jit
-    def _delta(dt_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    def _exp2(x, FAST: tl.constexpr):
+        # One MUFU.EX2 instruction, results below 2^-126 flushed to 0 (these are decays and
+        # gates). tl.exp2 keeps subnormal results, at three more instructions per call: a
+        # quarter of the scan's loop.
+        if FAST:
+            return tl.inline_asm_elementwise(
+                "ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+            )
+        else:
+            return tl.exp2(x)
+
+    @triton.jit
+    def _softplus(x, FAST: tl.constexpr):
+        if FAST:
+            # ln(1 + e^x) = ln 2 · log2(1 + 2^(x log2 e)), two MUFU instructions; tl.log is a
+            # polynomial of some thirty.
+            lg = tl.inline_asm_elementwise(
+                "lg2.approx.ftz.f32 $0, $1;", "=f,f", [1.0 + _exp2(x * _LOG2E, FAST)], dtype=tl.float32,
+                is_pure=True, pack=1,
+            )  # fmt: skip
+            return tl.where(x <= 20.0, lg * _LN2, x)
+        else:
+            return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+    @triton.jit
+    def _delta(dt_ptr, off, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FAST: tl.constexpr):
         """Load a ``[T, BD]`` tile of delta and return (delta after bias and softplus, the raw
         value it was computed from); 0 where masked, so that padded steps keep the state."""
         raw = tl.load(dt_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -132,7 +161,7 @@ if TRITON_AVAILABLE:
             raw = raw + bias[None, :]
         dt = raw
         if SOFTPLUS:
-            dt = _softplus(raw)
+            dt = _softplus(raw, FAST)
         return tl.where(mask, dt, 0.0), raw
 
     @triton.jit
@@ -144,7 +173,7 @@ if TRITON_AVAILABLE:
         s_zb, s_zl, s_zd, s_Ad, s_An,
         MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
         SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SEGMENTED: tl.constexpr,
-        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, FAST: tl.constexpr,
     ):  # fmt: skip
         """MODE 0: each segment's (total decay, end state from zero) into ``seg``.
         MODE 1: the output, the last state and, if SAVE_STATES, every chunk's start state; with
@@ -214,12 +243,12 @@ if TRITON_AVAILABLE:
                 raw = raw + bias[None, :]
             dt = raw
             if SOFTPLUS:
-                dt = _softplus(raw)
+                dt = _softplus(raw, FAST)
             dt = tl.where(mask_td, dt, 0.0)
             if SAVE_STATES:
                 chunk_base = states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP
                 tl.store(chunk_base + nd_off, h, mask=mask_nd)
-            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            a = _exp2(dt[:, None, :] * A2[None, :, :], FAST)  # [T, NP, BD]
             bx = (dt * u)[:, None, :] * Bt[:, :, None]
             ha, hb = tl.associative_scan((a, bx), 0, _combine)
             hs = hb + ha * h[None, :, :]
@@ -237,7 +266,124 @@ if TRITON_AVAILABLE:
                 tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask_td)
         if MODE == 0:
             base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
-            tl.store(base + nd_off, tl.exp2(A2 * dt_sum[None, :]), mask=mask_nd)
+            tl.store(base + nd_off, _exp2(A2 * dt_sum[None, :], FAST), mask=mask_nd)
+            tl.store(base + D * NP + nd_off, h, mask=mask_nd)
+        else:
+            if pid_s == n_seg - 1:
+                tl.store(last_ptr + pid_b * D * NP + nd_off, h, mask=mask_nd)
+
+    @triton.jit
+    def _pick(x, sel):
+        # The slice of x where sel holds (one index of the leading, in-thread axis): a sum of integers
+        # of which all but one are 0 folds away at compile time, unlike a float sum (x + 0.0 stays).
+        bits = x.to(tl.int32, bitcast=True)
+        return tl.sum(tl.where(sel, bits, 0), axis=0).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _scan_fwd_steps_kernel(
+        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
+        out_ptr, last_ptr, states_ptr, seg_ptr, carry_ptr,
+        L, D, N, seg_len, n_seg,
+        s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
+        s_zb, s_zl, s_zd, s_Ad, s_An,
+        MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SEGMENTED: tl.constexpr,
+        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, FAST: tl.constexpr,
+    ):  # fmt: skip
+        """``_scan_fwd_kernel`` with the recurrence stepped through time instead of scanned: the T
+        steps of a chunk are unrolled, each updating all states of the thread's channels with one
+        fused multiply-add (the associative scan costs a multiply and a fused multiply-add per step
+        and state, plus a fused multiply-add to apply the entering state). Meant for tiles whose
+        lanes hold whole channels (BD = 32 × warps), where every operation stays in the thread."""
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        mask_d = offs_d < D
+        offs_n = tl.arange(0, NP)
+        mask_n = offs_n < N
+        offs_t = tl.arange(0, T)
+        mask_nd = mask_n[:, None] & mask_d[None, :]
+        A2 = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=mask_nd, other=0.0)
+        A2 = A2.to(tl.float32) * _LOG2E
+        bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        skip = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(Dsk_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        nd_off = offs_d[None, :] * NP + offs_n[:, None]
+        h = tl.zeros([NP, BD], dtype=tl.float32)
+        if MODE == 1 and SEGMENTED:
+            h = tl.load(carry_ptr + (pid_b * n_seg + pid_s) * D * NP + nd_off, mask=mask_nd, other=0.0)
+        dt_sum = tl.zeros([BD], dtype=tl.float32)
+        t_start = pid_s * seg_len
+        t_stop = tl.minimum(t_start + seg_len, L)
+        u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
+        dt_base = dt_ptr + pid_b * s_tb + offs_d[None, :] * s_td
+        B_base = B_ptr + pid_b * s_Bb + offs_n[None, :] * s_Bn
+        C_base = C_ptr + pid_b * s_Cb + offs_n[None, :] * s_Cn
+        t = t_start + offs_t
+        m_td = (t < t_stop)[:, None] & mask_d[None, :]
+        m_tn = (t < t_stop)[:, None] & mask_n[None, :]
+        n_dt = tl.load(dt_base + t[:, None] * s_tl, mask=m_td, other=0.0)
+        n_u = tl.load(u_base + t[:, None] * s_ul, mask=m_td, other=0.0)
+        n_B = tl.load(B_base + t[:, None] * s_Bl, mask=m_tn, other=0.0)
+        n_C = n_B
+        n_z = n_u
+        if MODE == 1:
+            n_C = tl.load(C_base + t[:, None] * s_Cl, mask=m_tn, other=0.0)
+            if HAS_Z:
+                z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
+                n_z = tl.load(z_base + t[:, None] * s_zl, mask=m_td, other=0.0)
+        for c in range(t_start, t_stop, T):
+            t = c + offs_t
+            m_td = (t < t_stop)[:, None] & mask_d[None, :]
+            raw = n_dt.to(tl.float32)
+            u = n_u.to(tl.float32)
+            Bt = tl.broadcast_to(n_B.to(tl.float32)[:, :, None], [T, NP, BD])
+            Ct = tl.broadcast_to(n_C.to(tl.float32)[:, :, None], [T, NP, BD])
+            zt = n_z.to(tl.float32)
+            tn = t + T
+            m_ntd = (tn < t_stop)[:, None] & mask_d[None, :]
+            m_ntn = (tn < t_stop)[:, None] & mask_n[None, :]
+            n_dt = tl.load(dt_base + tn[:, None] * s_tl, mask=m_ntd, other=0.0)
+            n_u = tl.load(u_base + tn[:, None] * s_ul, mask=m_ntd, other=0.0)
+            n_B = tl.load(B_base + tn[:, None] * s_Bl, mask=m_ntn, other=0.0)
+            if MODE == 1:
+                n_C = tl.load(C_base + tn[:, None] * s_Cl, mask=m_ntn, other=0.0)
+                if HAS_Z:
+                    n_z = tl.load(z_base + tn[:, None] * s_zl, mask=m_ntd, other=0.0)
+            if HAS_BIAS:
+                raw = raw + bias[None, :]
+            dt = raw
+            if SOFTPLUS:
+                dt = _softplus(raw, FAST)
+            dt = tl.where(m_td, dt, 0.0)
+            if SAVE_STATES:
+                tl.store(states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP + nd_off, h, mask=mask_nd)
+            dtu = dt * u
+            y = tl.zeros([T, BD], dtype=tl.float32)
+            for tt in tl.static_range(T):
+                sel2 = (offs_t == tt)[:, None]
+                sel3 = (offs_t == tt)[:, None, None]
+                dt_t = _pick(dt, sel2)
+                h = tl.fma(_exp2(dt_t[None, :] * A2, FAST), h, _pick(Bt, sel3) * _pick(dtu, sel2)[None, :])
+                if MODE == 1:
+                    y_t = tl.sum(h * _pick(Ct, sel3), axis=0)
+                    y = tl.where(sel2, y_t[None, :], y)
+            if MODE == 0:
+                dt_sum += tl.sum(dt, axis=0)
+            else:
+                if HAS_D:
+                    y += skip[None, :] * u
+                if HAS_Z:
+                    y *= zt * tl.sigmoid(zt)
+                out_off = (pid_b * L + t[:, None]) * D + offs_d[None, :]
+                tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
+        if MODE == 0:
+            base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
+            tl.store(base + nd_off, _exp2(A2 * dt_sum[None, :], FAST), mask=mask_nd)
             tl.store(base + D * NP + nd_off, h, mask=mask_nd)
         else:
             if pid_s == n_seg - 1:
@@ -253,7 +399,7 @@ if TRITON_AVAILABLE:
         s_zb, s_zl, s_zd, s_Ad, s_An, s_ob, s_ol, s_od,
         MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
         SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SEGMENTED: tl.constexpr,
-        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, FAST: tl.constexpr,
     ):  # fmt: skip
         """Reverse-time pass. With g[t] = dLoss/dh[t] (the full gradient reaching the state),
         ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``: a reverse scan over (a[t+1], C[t] dy[t]).
@@ -304,7 +450,7 @@ if TRITON_AVAILABLE:
             td_off = t[:, None] * s_tl + offs_d[None, :] * s_td + pid_b * s_tb
             mask_next = (t + 1 < L)[:, None] & mask_d[None, :]
             # a[t+1]: delta one step later; past the last step the decay is 1 (g[L] = dlast).
-            dtn, _ = _delta(dt_ptr, td_off + s_tl, mask_next, bias, HAS_BIAS, SOFTPLUS)
+            dtn, _ = _delta(dt_ptr, td_off + s_tl, mask_next, bias, HAS_BIAS, SOFTPLUS, FAST)
             grad_out = tl.load(grad_out_ptr + pid_b * s_ob + t[:, None] * s_ol + offs_d[None, :] * s_od,
                            mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
             Ct = tl.load(C_ptr + pid_b * s_Cb + t[:, None] * s_Cl + offs_n[None, :] * s_Cn,
@@ -315,7 +461,7 @@ if TRITON_AVAILABLE:
                             mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
                 z_sig = tl.sigmoid(z)
                 dy = grad_out * z * z_sig
-            an = tl.exp2(dtn[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            an = _exp2(dtn[:, None, :] * A2[None, :, :], FAST)  # [T, NP, BD]
             x = Ct[:, :, None] * dy[:, None, :]
             # A reverse scan written as a forward one over flipped tiles: the flips are register
             # renames (time is held in-thread), while reverse=True compiles to warp shuffles.
@@ -327,14 +473,14 @@ if TRITON_AVAILABLE:
             if MODE == 0:
                 dtn_sum += tl.sum(dtn, axis=0)
             else:
-                dt, raw = _delta(dt_ptr, td_off, mask_td, bias, HAS_BIAS, SOFTPLUS)
+                dt, raw = _delta(dt_ptr, td_off, mask_td, bias, HAS_BIAS, SOFTPLUS, FAST)
                 u = tl.load(u_ptr + pid_b * s_ub + t[:, None] * s_ul + offs_d[None, :] * s_ud,
                             mask=mask_td, other=0.0).to(tl.float32)  # fmt: skip
                 Bt = tl.load(B_ptr + pid_b * s_Bb + t[:, None] * s_Bl + offs_n[None, :] * s_Bn,
                              mask=mask_tn, other=0.0).to(tl.float32)  # fmt: skip
                 h0 = tl.load(states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP + nd_off,
                              mask=mask_nd, other=0.0)  # fmt: skip
-                a = tl.exp2(dt[:, None, :] * A2[None, :, :])
+                a = _exp2(dt[:, None, :] * A2[None, :, :], FAST)
                 dtu = dt * u
                 bx = dtu[:, None, :] * Bt[:, :, None]
                 ha, hb = tl.associative_scan((a, bx), 0, _combine)
@@ -363,7 +509,7 @@ if TRITON_AVAILABLE:
                 tl.store(dC_ptr + part_off, tl.sum(hs * dy[:, None, :], axis=2), mask=mask_tn)
         if MODE == 0:
             base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
-            tl.store(base + nd_off, tl.exp2(A2 * dtn_sum[None, :]), mask=mask_nd)
+            tl.store(base + nd_off, _exp2(A2 * dtn_sum[None, :], FAST), mask=mask_nd)
             tl.store(base + D * NP + nd_off, gc, mask=mask_nd)
         else:
             row = pid_b * n_seg + pid_s
@@ -459,6 +605,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=save_states)
+    pass_name = "training" if save_states else "inference"
     n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, save_states, segments)
     out = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
     last = torch.empty(batch, d_inner, n_pad, device=u.device, dtype=torch.float32)
@@ -477,12 +624,14 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     )  # fmt: skip
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), SEGMENTED=n_seg > 1, T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
+        SOFTPLUS=bool(delta_softplus), SEGMENTED=n_seg > 1, T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH,
+        num_warps=warps,
     )  # fmt: skip
+    kernel = _scan_fwd_steps_kernel if _FORWARD_KERNEL[pass_name] == "steps" else _scan_fwd_kernel
     if n_seg > 1:
-        _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
+        kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
         _carry(seg, carry, None, d_inner, n_seg, n_pad, reverse=False)
-    _scan_fwd_kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
+    kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
     return out, last[..., :d_state].contiguous(), states
 
 
@@ -544,7 +693,7 @@ def scan_bwd(
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, SEGMENTED=n_seg > 1,
-        T=chunk, BD=block_d, NP=n_pad, num_warps=warps,
+        T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH, num_warps=warps,
     )  # fmt: skip
     if n_seg > 1:
         _scan_bwd_kernel[grid](*args, MODE=0, **flags)
