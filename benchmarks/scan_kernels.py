@@ -180,11 +180,10 @@ def measure(shape, dtype_name):
 
 # (forward kernel, T, BD) of the inference forward.
 INFERENCE_TILES = [
-    ("scan", 8, 8), ("scan", 4, 8), ("scan", 16, 8), ("scan", 8, 4), ("scan", 4, 16), ("scan", 8, 16),
-    ("steps", 4, 32), ("steps", 2, 32), ("steps", 4, 16), ("steps", 8, 8),
+    ("scan", 8, 8), ("scan", 4, 16), ("scan", 8, 4), ("steps", 4, 32), ("steps", 2, 32), ("steps", 4, 16),
 ]  # fmt: skip
 TRAINING_CHUNKS = [4, 8]
-WARPS_PER_SM = [4, 8, 16, 32]
+WARPS_PER_SM = [8, 16, 32]
 
 
 def set_tuning(tuning):
