@@ -135,7 +135,7 @@ def assemble(args):
     assets = Path(args.assets)
     model = assets / "whisper-tiny.en"
     model.mkdir(parents=True, exist_ok=True)
-    part_a = assets / "a" / "whisper-tiny.en"
+    part_a = Path(args.part_a or assets / "a") / "whisper-tiny.en"
     for name in MODEL_FILES + MODEL_FILES_OPTIONAL:
         if (part_a / name).is_file():
             shutil.copy(part_a / name, model / name)
@@ -420,6 +420,7 @@ def main(argv=None):
     p.add_argument("--assets", default=str(ASSETS))
     p = sub.add_parser("assemble", help="on the GPU machine: the model and data folders from the two parts")
     p.add_argument("--assets", default=str(ASSETS))
+    p.add_argument("--part_a", default=None, help="where part a is, if not in <assets>/a")
     p = sub.add_parser("run", help="every run not finished yet")
     p.add_argument("--data_folder", required=True)
     p.add_argument("--output", default=str(ROOT / "results" / "CommonVoice_cs"))
