@@ -178,19 +178,14 @@ def measure(shape, dtype_name):
     return row
 
 
-# (forward kernel, T, BD) of the inference forward.
-INFERENCE_TILES = [
-    ("scan", 8, 8), ("scan", 4, 16), ("scan", 8, 4), ("steps", 4, 32), ("steps", 2, 32), ("steps", 4, 16),
-]  # fmt: skip
+INFERENCE_TILES = [(8, 8), (4, 16), (8, 4), (4, 32), (2, 32)]  # (T, BD) of the inference forward
 TRAINING_CHUNKS = [4, 8]
 WARPS_PER_SM = [8, 16, 32]
 
 
 def set_tuning(tuning):
     """Make the Triton scan use ``tuning`` (the dict ``sweep`` chooses, or one read from JSON)."""
-    kernel, chunk, block_d = tuning["inference_tile"]
-    triton_scan._FORWARD_KERNEL["inference"] = kernel
-    triton_scan._TUNING["inference"] = (chunk, block_d, 1)
+    triton_scan._TUNING["inference"] = (*tuning["inference_tile"], 1)
     triton_scan._TUNING["training"] = (tuning["training_chunk"], 8, 1)
     triton_scan._WARPS_PER_SM.update(inference=tuning["inference_wps"], training=tuning["training_wps"])
 
@@ -211,7 +206,7 @@ def _geomean_best(times):
 def sweep(shapes):
     """Time the Triton scan's tiles and segment heuristics (bf16) on ``shapes``.
 
-    The forward (inference) pass: every (kernel, T, BD) of ``INFERENCE_TILES`` with every programs-per-SM
+    The forward (inference) pass: every (T, BD) of ``INFERENCE_TILES`` with every programs-per-SM
     target of ``WARPS_PER_SM``; forward + backward (training): every chunk of ``TRAINING_CHUNKS``
     with every target. Returns the rows and the choice with the lowest geometric mean over the
     shapes, for each pass.
@@ -223,8 +218,7 @@ def sweep(shapes):
         grad = torch.randn(*shape[:3], device="cuda", dtype=torch.bfloat16)
         inputs.append((shape, cl, grad))
     for tile in INFERENCE_TILES:
-        triton_scan._FORWARD_KERNEL["inference"] = tile[0]
-        triton_scan._TUNING["inference"] = (*tile[1:], 1)
+        triton_scan._TUNING["inference"] = (*tile, 1)
         for wps in WARPS_PER_SM:
             triton_scan._WARPS_PER_SM["inference"] = wps
             for shape, cl, _ in inputs:

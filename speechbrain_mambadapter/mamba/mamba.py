@@ -288,7 +288,9 @@ class Mamba(nn.Module):
             ``[B, L, d_model]``.
         """
         in_weight, in_bias, out_weight, out_bias = self._projections(projections)
-        backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
+        backend = ops.select_backend(
+            hidden_states, self.d_conv, self.use_fast_path, d_inner=self.d_inner, d_state=self.d_state
+        )
         if backend == "triton":
             # Channels-last from in_proj to out_proj: no transposes.
             xz = F.linear(hidden_states, in_weight, in_bias)
@@ -361,7 +363,9 @@ class BiMambaInner(Mamba):
         """``[B, L, d_model]`` → ``[B, L, d_model]``; ``lengths`` as in ``reverse_padded``,
         ``projections`` as in ``Mamba.forward``."""
         in_weight, in_bias, out_weight, out_bias = self._projections(projections)
-        backend = ops.select_backend(hidden_states, self.d_conv, self.use_fast_path)
+        backend = ops.select_backend(
+            hidden_states, self.d_conv, self.use_fast_path, d_inner=self.d_inner, d_state=self.d_state
+        )
         if backend == "triton":
             xz = F.linear(hidden_states, in_weight, in_bias)
             y = self._gated_cl(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)

@@ -8,13 +8,13 @@ selective scan         ``selective_scan_triton``  ``selective_scan_fn``       ``
 whole Mamba inner op   ``mamba_gated_cl``         ``mamba_inner_fn``          ``mamba_inner_ref``
 =====================  =========================  ==========================  =====================
 
-``select_backend`` is the one place that decides which column runs. On CUDA: mamba-ssm's kernels
-where they are installed, can run (convolution width 2-4) and the activations are bf16 or fp16
-(``benchmarks/scan_kernels.py``, bf16: the Triton scan ran at ×0.41-1.00 of mamba-ssm's speed in
-training and ×0.42-1.21 in inference); the project's Triton kernels otherwise (fp32 activations,
-where they were the faster, any other convolution width, or mamba-ssm not installed). The
-reference runs on CPU. ``set_kernel_backend`` (or the environment variable
-``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
+``select_backend`` is the one place that decides which column runs. On CUDA: the project's Triton
+kernels in fp32, in bf16/fp16 at an adapter's sizes (up to 512 channels and 16 states; in training
+from 64 channels), for any convolution width, and without mamba-ssm; mamba-ssm's kernels where
+they are installed, can run (convolution width 2-4) and were measured faster: half precision with
+wider models, more states, or training with fewer channels (``benchmarks/scan_kernels.py``; the
+figures are in ``benchmarks/RESULTS.md``). The reference runs on CPU. ``set_kernel_backend`` (or
+the environment variable ``SPEECHBRAIN_MAMBADAPTER_KERNELS``) pins one.
 
 Authors
  * speechbrain-mambadapter contributors 2026
@@ -86,7 +86,21 @@ def set_kernel_backend(backend="auto"):
     _preference["backend"] = backend
 
 
-def select_backend(x, d_conv, use_fast_path=True):
+# Half precision: the widths and state sizes where the Triton scan was measured faster than
+# mamba-ssm's (benchmarks/RESULTS.md, issue 17): d_inner 64..512 with 16 states in training,
+# d_inner up to 512 with 16 states in inference.
+_TRITON_HALF = dict(max_d_state=16, max_d_inner=512, min_d_inner_training=64)
+
+
+def _triton_faster_in_half(d_inner, d_state):
+    if d_inner is None or d_state is None:
+        return False
+    if d_state > _TRITON_HALF["max_d_state"] or d_inner > _TRITON_HALF["max_d_inner"]:
+        return False
+    return not torch.is_grad_enabled() or d_inner >= _TRITON_HALF["min_d_inner_training"]
+
+
+def select_backend(x, d_conv, use_fast_path=True, d_inner=None, d_state=None):
     """Choose the kernels for one Mamba call, and log the choice once.
 
     Arguments
@@ -97,6 +111,9 @@ def select_backend(x, d_conv, use_fast_path=True):
         Width of the causal convolution.
     use_fast_path : bool
         ``False`` forces the reference path.
+    d_inner, d_state : int, optional
+        The scan's channels and states: in half precision they decide between the Triton and the
+        mamba-ssm kernels (unknown: mamba-ssm's).
 
     Returns
     -------
@@ -116,10 +133,11 @@ def select_backend(x, d_conv, use_fast_path=True):
         _report_once("cpu", logging.INFO, "Mamba: reference PyTorch path (tensors are not on CUDA).")
         return "reference"
     mamba_ssm_runs = FUSED_KERNELS_AVAILABLE and d_conv in FUSED_CONV_WIDTHS
-    # Measured (benchmarks/RESULTS.md): in half precision mamba-ssm's scan trains faster and infers
-    # about as fast; in fp32 the Triton one is the faster.
+    # Measured (benchmarks/RESULTS.md): in fp32 the Triton scan is the faster; in half precision
+    # it is at an adapter's sizes, mamba-ssm's at wide models and large states.
     half = _compute_dtype(x) in (torch.bfloat16, torch.float16)
-    if mamba_ssm_runs and (wanted == "mamba_ssm" or (wanted == "auto" and half)):
+    mamba_ssm_faster = half and not _triton_faster_in_half(d_inner, d_state)
+    if mamba_ssm_runs and (wanted == "mamba_ssm" or (wanted == "auto" and mamba_ssm_faster)):
         _report_once("fused", logging.INFO, "Mamba: fused mamba-ssm / causal-conv1d CUDA kernels.")
         return "mamba_ssm"
     if wanted in ("auto", "triton") and TRITON_AVAILABLE:

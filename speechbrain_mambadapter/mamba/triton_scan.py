@@ -6,19 +6,22 @@ each with any strides (``B`` and ``C`` are usually column slices of ``x_proj``'s
 block needs no transposes or copies around the scan. ``A`` is ``[D, N]`` (one real decay per channel
 and state), ``D`` and ``delta_bias`` are ``[D]``. The state is fp32; inputs are bf16, fp16 or fp32.
 
-Work decomposition. One program is one warp; it owns one batch row, ``BD`` = 8 channels, all
-``N`` states and one *segment* of time, which it walks through in chunks of ``T`` steps. A chunk
-is one tile ``[T, N, BD]`` laid out so that a lane holds one channel and a quarter of the states,
-and all T steps of those in registers: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of the
-chunk are formed at once from ``[T, BD]`` and ``[T, N]`` loads, the linear recurrence inside the
-chunk is an associative scan along time that never leaves the thread (the state entering the
-chunk is added afterwards), and the sum over states that gives ``y`` needs two shuffles. Time is
-cut into segments until enough programs are in flight (small batches above all): a first pass
-computes each segment's end state from a zero start and its total decay, one associative scan
-over the segments (``_segment_carry_kernel``) gives the state entering each, and the output pass
-starts from it. The backward pass runs the same way in reverse time, from the chunk-start states
-the forward pass saved (``[batch, n_chunks, D, N]``, fp32); ``dB`` and ``dC`` (sums over channels)
-are written as per-channel-block partial sums and added up afterwards.
+Work decomposition. One program is one warp; it owns one batch row, ``BD`` channels (16 in
+inference, 8 in training), all ``N`` states and one *segment* of time, which it walks through in
+chunks of ``T`` steps (4 in inference, 8 in training, at 16 states). A chunk is one tile
+``[T, N, BD]`` laid out so that a lane holds one channel and a share of the states, and all T steps
+of those in registers: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of the chunk are formed
+at once from ``[T, BD]`` and ``[T, N]`` loads, the linear recurrence inside the chunk is an
+associative scan along time that never leaves the thread (the state entering the chunk is added
+afterwards), and the sum over states that gives ``y`` needs a shuffle or two. The forward pass
+issues the next chunk's loads before computing the current one, so a warp's arithmetic hides its
+own memory latency. Time is cut into segments until enough programs are in flight (small batches
+above all): a first pass computes each segment's end state from a zero start and its total
+decay, one associative scan over the segments (``_segment_carry_kernel``) gives the state
+entering each, and the output pass starts from it. The backward pass runs the same way in
+reverse time, from the chunk-start states the forward pass saved (``[batch, n_chunks, D, N]``,
+fp32); its reverse scan is a forward scan over time-flipped tiles (register renames); ``dB`` and
+``dC`` (sums over channels) are written as per-channel-block partial sums and added up afterwards.
 
 The functions here take and return channels-last tensors; :mod:`speechbrain_mambadapter.mamba.triton_ops`
 registers them as ``torch.library`` custom ops and gives them mamba-ssm's signature.
@@ -46,11 +49,10 @@ _FAST_MATH = os.environ.get("TRITON_INTERPRET") != "1"
 # benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
 _TUNING = {"inference": None, "training": None}
 # Time is cut into segments until about this many one-warp programs per multiprocessor are in
-# flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep).
-_WARPS_PER_SM = {"inference": 16, "training": 16}
+# flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep: 32 beat
+# 8 and 16 on the H200 over B = 1, 8, 32, in both).
+_WARPS_PER_SM = {"inference": 32, "training": 32}
 _MAX_SEGMENTS = 64
-# The forward kernel of each pass: "scan" (_scan_fwd_kernel) or "steps" (_scan_fwd_steps_kernel).
-_FORWARD_KERNEL = {"inference": "scan", "training": "scan"}
 
 
 def next_power_of_2(n):
@@ -67,16 +69,19 @@ def next_power_of_2(n):
 def _config(d_inner, d_state, training):
     """Tile sizes ``(T, BD, num_warps)`` of one program: T time steps × all states × BD channels.
 
-    One warp per program: its lanes hold 8 channels × 4 groups of states, each thread the rest of
-    the states and all T steps in registers. So the scan over time and most of the sum over states
-    stay inside a thread, and no warp waits on another (no shared memory, no barriers). T keeps
-    each thread at 32 values per tile.
+    One warp per program: its lanes hold BD channels × 32/BD groups of states, each thread the
+    rest of the states and all T steps in registers. So the scan over time and most of the sum
+    over states stay inside a thread, and no warp waits on another. The defaults are the tiles
+    ``benchmarks/scan_kernels.py --sweep`` found fastest at 16 states (inference 4 steps × 16
+    channels, training 8 × 8); other state counts keep each thread's share of a tile as large.
     """
     tuned = _TUNING["training" if training else "inference"]
     if tuned is not None:
         return tuned
     n_pad = next_power_of_2(d_state)
-    return max(2, min(16, 128 // n_pad)), min(8, next_power_of_2(d_inner)), 1
+    if training:
+        return max(2, min(16, 128 // n_pad)), min(8, next_power_of_2(d_inner)), 1
+    return max(2, min(16, 64 // n_pad)), min(16 if n_pad <= 16 else 8, next_power_of_2(d_inner)), 1
 
 
 def saved_states_shape(batch, length, d_inner, d_state):
@@ -264,123 +269,6 @@ if TRITON_AVAILABLE:
                     y *= zt * tl.sigmoid(zt)
                 out_off = (pid_b * L + t[:, None]) * D + offs_d[None, :]
                 tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask_td)
-        if MODE == 0:
-            base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
-            tl.store(base + nd_off, _exp2(A2 * dt_sum[None, :], FAST), mask=mask_nd)
-            tl.store(base + D * NP + nd_off, h, mask=mask_nd)
-        else:
-            if pid_s == n_seg - 1:
-                tl.store(last_ptr + pid_b * D * NP + nd_off, h, mask=mask_nd)
-
-    @triton.jit
-    def _pick(x, sel):
-        # The slice of x where sel holds (one index of the leading, in-thread axis): a sum of integers
-        # of which all but one are 0 folds away at compile time, unlike a float sum (x + 0.0 stays).
-        bits = x.to(tl.int32, bitcast=True)
-        return tl.sum(tl.where(sel, bits, 0), axis=0).to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _scan_fwd_steps_kernel(
-        u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dsk_ptr, z_ptr, bias_ptr,
-        out_ptr, last_ptr, states_ptr, seg_ptr, carry_ptr,
-        L, D, N, seg_len, n_seg,
-        s_ub, s_ul, s_ud, s_tb, s_tl, s_td, s_Bb, s_Bl, s_Bn, s_Cb, s_Cl, s_Cn,
-        s_zb, s_zl, s_zd, s_Ad, s_An,
-        MODE: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SEGMENTED: tl.constexpr,
-        T: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, FAST: tl.constexpr,
-    ):  # fmt: skip
-        """``_scan_fwd_kernel`` with the recurrence stepped through time instead of scanned: the T
-        steps of a chunk are unrolled, each updating all states of the thread's channels with one
-        fused multiply-add (the associative scan costs a multiply and a fused multiply-add per step
-        and state, plus a fused multiply-add to apply the entering state). Meant for tiles whose
-        lanes hold whole channels (BD = 32 × warps), where every operation stays in the thread."""
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1)
-        pid_s = tl.program_id(2)
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        mask_d = offs_d < D
-        offs_n = tl.arange(0, NP)
-        mask_n = offs_n < N
-        offs_t = tl.arange(0, T)
-        mask_nd = mask_n[:, None] & mask_d[None, :]
-        A2 = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=mask_nd, other=0.0)
-        A2 = A2.to(tl.float32) * _LOG2E
-        bias = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        skip = tl.zeros([BD], dtype=tl.float32)
-        if HAS_D:
-            skip = tl.load(Dsk_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        nd_off = offs_d[None, :] * NP + offs_n[:, None]
-        h = tl.zeros([NP, BD], dtype=tl.float32)
-        if MODE == 1 and SEGMENTED:
-            h = tl.load(carry_ptr + (pid_b * n_seg + pid_s) * D * NP + nd_off, mask=mask_nd, other=0.0)
-        dt_sum = tl.zeros([BD], dtype=tl.float32)
-        t_start = pid_s * seg_len
-        t_stop = tl.minimum(t_start + seg_len, L)
-        u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
-        dt_base = dt_ptr + pid_b * s_tb + offs_d[None, :] * s_td
-        B_base = B_ptr + pid_b * s_Bb + offs_n[None, :] * s_Bn
-        C_base = C_ptr + pid_b * s_Cb + offs_n[None, :] * s_Cn
-        t = t_start + offs_t
-        m_td = (t < t_stop)[:, None] & mask_d[None, :]
-        m_tn = (t < t_stop)[:, None] & mask_n[None, :]
-        n_dt = tl.load(dt_base + t[:, None] * s_tl, mask=m_td, other=0.0)
-        n_u = tl.load(u_base + t[:, None] * s_ul, mask=m_td, other=0.0)
-        n_B = tl.load(B_base + t[:, None] * s_Bl, mask=m_tn, other=0.0)
-        n_C = n_B
-        n_z = n_u
-        if MODE == 1:
-            n_C = tl.load(C_base + t[:, None] * s_Cl, mask=m_tn, other=0.0)
-            if HAS_Z:
-                z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
-                n_z = tl.load(z_base + t[:, None] * s_zl, mask=m_td, other=0.0)
-        for c in range(t_start, t_stop, T):
-            t = c + offs_t
-            m_td = (t < t_stop)[:, None] & mask_d[None, :]
-            raw = n_dt.to(tl.float32)
-            u = n_u.to(tl.float32)
-            Bt = tl.broadcast_to(n_B.to(tl.float32)[:, :, None], [T, NP, BD])
-            Ct = tl.broadcast_to(n_C.to(tl.float32)[:, :, None], [T, NP, BD])
-            zt = n_z.to(tl.float32)
-            tn = t + T
-            m_ntd = (tn < t_stop)[:, None] & mask_d[None, :]
-            m_ntn = (tn < t_stop)[:, None] & mask_n[None, :]
-            n_dt = tl.load(dt_base + tn[:, None] * s_tl, mask=m_ntd, other=0.0)
-            n_u = tl.load(u_base + tn[:, None] * s_ul, mask=m_ntd, other=0.0)
-            n_B = tl.load(B_base + tn[:, None] * s_Bl, mask=m_ntn, other=0.0)
-            if MODE == 1:
-                n_C = tl.load(C_base + tn[:, None] * s_Cl, mask=m_ntn, other=0.0)
-                if HAS_Z:
-                    n_z = tl.load(z_base + tn[:, None] * s_zl, mask=m_ntd, other=0.0)
-            if HAS_BIAS:
-                raw = raw + bias[None, :]
-            dt = raw
-            if SOFTPLUS:
-                dt = _softplus(raw, FAST)
-            dt = tl.where(m_td, dt, 0.0)
-            if SAVE_STATES:
-                tl.store(states_ptr + ((pid_b * tl.cdiv(L, T) + c // T) * D) * NP + nd_off, h, mask=mask_nd)
-            dtu = dt * u
-            y = tl.zeros([T, BD], dtype=tl.float32)
-            for tt in tl.static_range(T):
-                sel2 = (offs_t == tt)[:, None]
-                sel3 = (offs_t == tt)[:, None, None]
-                dt_t = _pick(dt, sel2)
-                h = tl.fma(_exp2(dt_t[None, :] * A2, FAST), h, _pick(Bt, sel3) * _pick(dtu, sel2)[None, :])
-                if MODE == 1:
-                    y_t = tl.sum(h * _pick(Ct, sel3), axis=0)
-                    y = tl.where(sel2, y_t[None, :], y)
-            if MODE == 0:
-                dt_sum += tl.sum(dt, axis=0)
-            else:
-                if HAS_D:
-                    y += skip[None, :] * u
-                if HAS_Z:
-                    y *= zt * tl.sigmoid(zt)
-                out_off = (pid_b * L + t[:, None]) * D + offs_d[None, :]
-                tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
         if MODE == 0:
             base = seg_ptr + ((pid_b * n_seg + pid_s) * 2) * D * NP
             tl.store(base + nd_off, _exp2(A2 * dt_sum[None, :], FAST), mask=mask_nd)
@@ -605,7 +493,6 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     d_state = A.shape[1]
     n_pad = next_power_of_2(d_state)
     chunk, block_d, warps = _config(d_inner, d_state, training=save_states)
-    pass_name = "training" if save_states else "inference"
     n_seg, seg_len = _segments(batch, length, d_inner, block_d, chunk, warps, u.device, save_states, segments)
     out = torch.empty(batch, length, d_inner, device=u.device, dtype=u.dtype)
     last = torch.empty(batch, d_inner, n_pad, device=u.device, dtype=torch.float32)
@@ -627,11 +514,10 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
         SOFTPLUS=bool(delta_softplus), SEGMENTED=n_seg > 1, T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH,
         num_warps=warps,
     )  # fmt: skip
-    kernel = _scan_fwd_steps_kernel if _FORWARD_KERNEL[pass_name] == "steps" else _scan_fwd_kernel
     if n_seg > 1:
-        kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
+        _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
         _carry(seg, carry, None, d_inner, n_seg, n_pad, reverse=False)
-    kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
+    _scan_fwd_kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
     return out, last[..., :d_state].contiguous(), states
 
 

@@ -45,6 +45,37 @@ def test_auto_choice_on_cuda(kernels, triton, mamba_ssm, dtype, d_conv, expected
     assert ops.select_backend(fake_cuda(dtype), d_conv) == expected
 
 
+@pytest.mark.parametrize(
+    "dtype,d_inner,d_state,grad,expected",
+    [
+        (torch.bfloat16, 208, 16, False, "triton"),  # Whisper's adapter (r=104): Triton the faster
+        (torch.bfloat16, 208, 16, True, "triton"),
+        (torch.float16, 416, 16, True, "triton"),
+        (torch.bfloat16, 32, 16, False, "triton"),  # AST's adapter (r=16): inference
+        (torch.bfloat16, 32, 16, True, "mamba_ssm"),  # ... and training, where mamba-ssm was faster
+        (torch.bfloat16, 208, 64, False, "mamba_ssm"),  # 64 states
+        (torch.bfloat16, 1536, 16, False, "mamba_ssm"),  # a wide model
+        (torch.float32, 1536, 64, True, "triton"),
+    ],
+)
+def test_half_precision_choice_follows_the_scan_size(kernels, dtype, d_inner, d_state, grad, expected):
+    kernels(True, True)
+    with torch.set_grad_enabled(grad):
+        assert ops.select_backend(fake_cuda(dtype), 4, d_inner=d_inner, d_state=d_state) == expected
+
+
+def test_blocks_tell_the_dispatch_their_scan_size(monkeypatch):
+    seen = []
+
+    def record(x, d_conv, use_fast_path=True, d_inner=None, d_state=None):
+        seen.append((d_conv, d_inner, d_state))
+        return "reference"
+
+    monkeypatch.setattr(ops, "select_backend", record)
+    Mamba(d_model=12, d_state=8, d_conv=3, expand=2)(torch.randn(1, 5, 12))
+    assert seen == [(3, 24, 8)]
+
+
 def test_cpu_and_use_fast_path_false_run_the_reference(kernels):
     kernels(True, True)
     assert ops.select_backend(torch.zeros(1), 4) == "reference"

@@ -110,25 +110,23 @@ def test_selective_scan_values_and_gradients(batch, length, d_inner, d_state, dt
 
 
 @needs_interpreter
-@pytest.mark.parametrize("kernel,chunk,block_d", [("steps", 4, 32), ("steps", 2, 16), ("scan", 4, 16)])
+@pytest.mark.parametrize("chunk,block_d", [(4, 16), (2, 32), (8, 4)])
 @pytest.mark.parametrize("segments", [1, 3])
-def test_inference_forward_tiles(kernel, chunk, block_d, segments):
-    """The forward kernels and tiles the inference pass can be tuned to (benchmarks/scan_kernels.py
-    --sweep): values and last state, channels masked (24 of 32) and a partial last chunk."""
+def test_inference_forward_tiles(chunk, block_d, segments):
+    """The tiles the inference pass can be tuned to (benchmarks/scan_kernels.py --sweep): values
+    and last state, with channels masked (24 of 32) and a partial last chunk."""
     from speechbrain_mambadapter.mamba import selective_scan_cl, selective_scan_ref, triton_scan
 
     inputs = scan_inputs(2, 45, 24, 16, torch.float32, seed=1)
-    saved = dict(triton_scan._FORWARD_KERNEL), dict(triton_scan._TUNING), triton_scan._segments
-    triton_scan._FORWARD_KERNEL["inference"] = kernel
+    saved = dict(triton_scan._TUNING), triton_scan._segments
     triton_scan._TUNING["inference"] = (chunk, block_d, 1)
-    triton_scan._segments = lambda *args: saved[2](*args[:-1], segments)
+    triton_scan._segments = lambda *args: saved[1](*args[:-1], segments)
     try:
         with torch.no_grad():
             y, last = selective_scan_cl(**inputs, delta_softplus=True, return_last_state=True)
     finally:
-        triton_scan._FORWARD_KERNEL.update(saved[0])
-        triton_scan._TUNING.update(saved[1])
-        triton_scan._segments = saved[2]
+        triton_scan._TUNING.update(saved[0])
+        triton_scan._segments = saved[1]
     reference = {k: v.transpose(1, 2) if v is not None and v.dim() == 3 else v for k, v in inputs.items()}
     y_ref, last_ref = selective_scan_ref(**reference, delta_softplus=True, return_last_state=True)
     assert rel_err(y, y_ref.transpose(1, 2)) < 1e-5 and rel_err(last, last_ref) < 1e-5
