@@ -155,7 +155,7 @@ class MambAdapter(ParallelAdapter):
         self.dropout = nn.Dropout(dropout)
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
         self.merged_blocks = 0  # > 0 while merged (``merge``): how many folded projection sets
-        self._merged_from = None  # ``_fold_sources()`` when last merged
+        self._merged_from = None  # (parameters, their (storage, version)) when last merged
 
     @property
     def projections(self):
@@ -168,17 +168,21 @@ class MambAdapter(ParallelAdapter):
             return [self.mamba.forward_block, self.mamba.backward_block]
         return [self.mamba]
 
-    def _fold_sources(self):
-        """What the folded matrices are computed from: each parameter's storage and version.
-
-        An in-place update (an optimiser step, ``load_state_dict``) raises a tensor's version, and
-        ``.to()`` replaces its storage, so a changed tuple means the folded matrices are stale.
-        """
+    def _fold_parameters(self):
+        """The parameters the folded matrices are computed from."""
         down, up = self.projections.down, self.projections.up
         params = [down.weight, down.bias, up.weight, up.bias, self.alpha]
         for block in self._blocks():
             params += [block.in_proj.weight, block.in_proj.bias, block.out_proj.weight, block.out_proj.bias]
-        return tuple((p.data_ptr(), p.dtype, p._version) for p in params if p is not None)
+        return tuple(p for p in params if p is not None)
+
+    def _folded_from_current_weights(self):
+        """Whether the folded matrices are those of the weights now: each parameter kept its
+        storage (``.to()`` replaces it) and its version (an in-place update, such as an optimiser
+        step or ``load_state_dict``, raises it). Read from the parameters held since the merge, so
+        that evaluation can ask before every batch for a few microseconds."""
+        params, sources = self._merged_from
+        return all(p.data_ptr() == ptr and p._version == v for p, (ptr, v) in zip(params, sources))
 
     def merge(self):
         """Fold ``W_down`` into the Mamba's ``in_proj`` and ``alpha·W_up`` into its ``out_proj``.
@@ -193,9 +197,9 @@ class MambAdapter(ParallelAdapter):
         Merging a merged adapter does nothing while its weights are unchanged; after they change
         (in place, e.g. by an optimiser step or ``load_state_dict``) it computes the folded
         matrices again into the same buffers, so that a CUDA graph captured with them reads the
-        new values.
+        new values. (A parameter replaced by a new object is not noticed: unmerge, then merge.)
         """
-        if self.mamba is None or (self.merged_blocks and self._merged_from == self._fold_sources()):
+        if self.mamba is None or (self.merged_blocks and self._folded_from_current_weights()):
             return
         # Not inference tensors, even when called inside torch.inference_mode: a later refresh
         # writes into them in place.
@@ -210,7 +214,8 @@ class MambAdapter(ParallelAdapter):
                 else:
                     self.register_buffer(f"merged_{i}_{name}", value, persistent=False)
         self.merged_blocks = len(folded)
-        self._merged_from = self._fold_sources()
+        params = self._fold_parameters()
+        self._merged_from = params, tuple((p.data_ptr(), p._version) for p in params)
 
     def _folded(self, i, block):
         """Block ``i``'s folded ``(in_weight, in_bias, out_weight, out_bias)``, in its weights' dtype."""

@@ -84,3 +84,16 @@ def test_merging_again_refreshes_in_place_only_after_the_weights_change():
     got = adapter(x)
     adapter.unmerge()
     torch.testing.assert_close(got, adapter(x), rtol=1e-5, atol=1e-6)
+
+
+def test_merging_after_a_dtype_change_folds_the_converted_weights():
+    adapter = trained_like(MambAdapter(16, 4, SharedProjections(16, 4), d_state=4)).eval()
+    adapter.merge()
+    adapter.to(torch.float64)  # new storage for every parameter (the buffers are converted too)
+    adapter.projections.to(torch.float64)
+    adapter.merge()
+    assert adapter.merged_0_in_weight.dtype == torch.float64
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    got = adapter(x)
+    adapter.unmerge()
+    torch.testing.assert_close(got, adapter(x), rtol=1e-10, atol=1e-12)
