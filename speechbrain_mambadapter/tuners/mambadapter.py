@@ -202,8 +202,10 @@ class MambAdapter(ParallelAdapter):
         if self.mamba is None or (self.merged_blocks and self._folded_from_current_weights()):
             return
         # Not inference tensors, even when called inside torch.inference_mode: a later refresh
-        # writes into them in place.
-        with torch.no_grad(), torch.inference_mode(False):
+        # writes into them in place. In fp32 even inside an autocast region (evaluation in bf16):
+        # the folded matrices are weights, rounded once to their parameters' dtype.
+        device_type = self.projections.down.weight.device.type
+        with torch.no_grad(), torch.inference_mode(False), torch.autocast(device_type, enabled=False):
             folded = [self._folded(i, block) for i, block in enumerate(self._blocks())]
         for i, values in enumerate(folded):
             for name, value in zip(("in_weight", "in_bias", "out_weight", "out_bias"), values):

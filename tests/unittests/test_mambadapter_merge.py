@@ -97,3 +97,15 @@ def test_merging_after_a_dtype_change_folds_the_converted_weights():
     got = adapter(x)
     adapter.unmerge()
     torch.testing.assert_close(got, adapter(x), rtol=1e-10, atol=1e-12)
+
+
+def test_folding_inside_autocast_is_done_in_full_precision():
+    """Evaluation in bf16 runs under autocast: the folded matrices must not be bf16 products."""
+    adapter = trained_like(MambAdapter(16, 4, SharedProjections(16, 4), d_state=4)).eval()
+    adapter.merge()
+    expected = {name: b.clone() for name, b in adapter.named_buffers() if name.startswith("merged_")}
+    adapter.unmerge()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adapter.merge()
+    for name, value in expected.items():
+        assert torch.equal(getattr(adapter, name), value), name
