@@ -207,14 +207,13 @@ class MambAdapter(ParallelAdapter):
         device_type = self.projections.down.weight.device.type
         with torch.no_grad(), torch.inference_mode(False), torch.autocast(device_type, enabled=False):
             folded = [self._folded(i, block) for i, block in enumerate(self._blocks())]
-        for i, values in enumerate(folded):
-            for name, value in zip(("in_weight", "in_bias", "out_weight", "out_bias"), values):
-                buffer = getattr(self, f"merged_{i}_{name}", None)
-                if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
-                    with torch.no_grad(), torch.inference_mode(False):
+            for i, values in enumerate(folded):
+                for name, value in zip(("in_weight", "in_bias", "out_weight", "out_bias"), values):
+                    buffer = getattr(self, f"merged_{i}_{name}", None)
+                    if buffer is not None and buffer.shape == value.shape and buffer.dtype == value.dtype:
                         buffer.copy_(value)
-                else:
-                    self.register_buffer(f"merged_{i}_{name}", value, persistent=False)
+                    else:
+                        self.register_buffer(f"merged_{i}_{name}", value, persistent=False)
         self.merged_blocks = len(folded)
         params = self._fold_parameters()
         self._merged_from = params, tuple((p.data_ptr(), p._version) for p in params)
