@@ -75,11 +75,10 @@ def data(args):
 def pack(args):
     """Write ``.czech/a`` and ``.czech/b``: the fp16 model in two shards, the clips as 16 kHz Opus."""
     import soundfile as sf
-    import torch
-    import torchaudio
     from safetensors.torch import load_file, save_file
 
     sys.path.insert(0, str(ROOT))
+    from speechbrain_mambadapter.recipe.dataprep import load_mono
     from tools.ctranslate2_whisper import pretrained_whisper
 
     assets = Path(args.assets)
@@ -110,8 +109,7 @@ def pack(args):
     for i, clip in enumerate(clips):
         out = target / "clips" / clip.name
         if not out.is_file():
-            data, rate = sf.read(clip, dtype="float32", always_2d=True)
-            wav = torchaudio.functional.resample(torch.from_numpy(data).mean(dim=1), rate, SAMPLE_RATE)
+            wav = load_mono(str(clip), SAMPLE_RATE)
             sf.write(
                 out,
                 wav.clamp(-1, 1).numpy(),
@@ -285,8 +283,6 @@ def run(args):
                 process.wait()
                 log.close()
                 print(f"stopped {experiment} seed {seed}", flush=True)
-            break
-        if not pending and not running:
             break
         if pending and not running:
             print("too close to the deadline to start the next run", flush=True)
