@@ -178,7 +178,7 @@ def measure(shape, dtype_name):
     return row
 
 
-INFERENCE_TILES = [(8, 8), (4, 16), (8, 4), (4, 32), (2, 32)]  # (T, BD) of the inference forward
+INFERENCE_TILES = [(8, 8), (4, 16), (8, 16), (8, 4), (4, 32), (2, 32)]  # (T, BD) of the inference forward
 TRAINING_CHUNKS = [4, 8]
 WARPS_PER_SM = [8, 16, 32]
 

@@ -8,12 +8,12 @@ and state), ``D`` and ``delta_bias`` are ``[D]``. The state is fp32; inputs are 
 
 Work decomposition. One program is one warp; it owns one batch row, ``BD`` channels (16 in
 inference, 8 in training), all ``N`` states and one *segment* of time, which it walks through in
-chunks of ``T`` steps (4 in inference, 8 in training, at 16 states). A chunk is one tile
+chunks of ``T`` steps (8 at 16 states). A chunk is one tile
 ``[T, N, BD]`` laid out so that a lane holds one channel and a share of the states, and all T steps
 of those in registers: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of the chunk are formed
 at once from ``[T, BD]`` and ``[T, N]`` loads, the linear recurrence inside the chunk is an
-associative scan along time that never leaves the thread (the state entering the chunk is added
-afterwards), and the sum over states that gives ``y`` needs a shuffle or two. The forward pass
+associative scan along time that never leaves the thread (the state entering the chunk is folded
+into its first step, so only the states are scanned, not the products of the decays), and the sum over states that gives ``y`` needs a shuffle or two. The forward pass
 issues the next chunk's loads before computing the current one, so a warp's arithmetic hides its
 own memory latency. Time is cut into segments until enough programs are in flight (small batches
 above all): a first pass computes each segment's end state from a zero start and its total
@@ -49,9 +49,9 @@ _FAST_MATH = os.environ.get("TRITON_INTERPRET") != "1"
 # benchmarks/scan_kernels.py --sweep sets these to time other tile sizes: (T, BD, num_warps).
 _TUNING = {"inference": None, "training": None}
 # Time is cut into segments until about this many one-warp programs per multiprocessor are in
-# flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep: 32 beat
-# 8 and 16 on the H200 over B = 1, 8, 32, in both).
-_WARPS_PER_SM = {"inference": 32, "training": 32}
+# flight, for the inference forward and for training (benchmarks/scan_kernels.py --sweep on the
+# H200 over B = 1, 8, 32: 16 beat 8 and 32 in inference, 32 beat 8 and 16 in training).
+_WARPS_PER_SM = {"inference": 16, "training": 32}
 _MAX_SEGMENTS = 64
 
 
@@ -72,7 +72,7 @@ def _config(d_inner, d_state, training):
     One warp per program: its lanes hold BD channels × 32/BD groups of states, each thread the
     rest of the states and all T steps in registers. So the scan over time and most of the sum
     over states stay inside a thread, and no warp waits on another. The defaults are the tiles
-    ``benchmarks/scan_kernels.py --sweep`` found fastest at 16 states (inference 4 steps × 16
+    ``benchmarks/scan_kernels.py --sweep`` found fastest at 16 states (inference 8 steps × 16
     channels, training 8 × 8); other state counts keep each thread's share of a tile as large.
     """
     tuned = _TUNING["training" if training else "inference"]
@@ -81,7 +81,7 @@ def _config(d_inner, d_state, training):
     n_pad = next_power_of_2(d_state)
     if training:
         return max(2, min(16, 128 // n_pad)), min(8, next_power_of_2(d_inner)), 1
-    return max(2, min(16, 64 // n_pad)), min(16 if n_pad <= 16 else 8, next_power_of_2(d_inner)), 1
+    return max(2, min(16, 128 // n_pad)), min(16 if n_pad <= 16 else 8, next_power_of_2(d_inner)), 1
 
 
 def saved_states_shape(batch, length, d_inner, d_state):
@@ -129,6 +129,14 @@ if TRITON_AVAILABLE:
     def _combine(a1, b1, a2, b2):
         # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
         return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _first(a, b):
+        return a
+
+    @triton.jit
+    def _last(a, b):
+        return b
 
     _LN2 = tl.constexpr(0.6931471805599453)
 
@@ -255,10 +263,13 @@ if TRITON_AVAILABLE:
                 tl.store(chunk_base + nd_off, h, mask=mask_nd)
             a = _exp2(dt[:, None, :] * A2[None, :, :], FAST)  # [T, NP, BD]
             bx = (dt * u)[:, None, :] * Bt[:, :, None]
-            ha, hb = tl.associative_scan((a, bx), 0, _combine)
-            hs = hb + ha * h[None, :, :]
-            # Padded steps have decay 1 and input 0, so the last row is the chunk's end state.
-            h = tl.sum(tl.where(offs_t[:, None, None] == T - 1, hs, 0.0), axis=0)
+            # The state entering the chunk is folded into its first step, so the scan's second
+            # output is the state itself and its first (the decays' products) is dead code.
+            bx = tl.where(offs_t[:, None, None] == 0, bx + a * h[None, :, :], bx)
+            _, hs = tl.associative_scan((a, bx), 0, _combine)
+            # Padded steps have decay 1 and input 0, so the last row is the chunk's end state
+            # (a reduction along the in-thread time axis that keeps its last element: no arithmetic).
+            h = tl.reduce(hs, 0, _last)
             if MODE == 0:
                 dt_sum += tl.sum(dt, axis=0)
             else:
@@ -353,11 +364,12 @@ if TRITON_AVAILABLE:
             x = Ct[:, :, None] * dy[:, None, :]
             # A reverse scan written as a forward one over flipped tiles: the flips are register
             # renames (time is held in-thread), while reverse=True compiles to warp shuffles.
-            pa, gl = tl.associative_scan((tl.flip(an, 0), tl.flip(x, 0)), 0, _combine)
-            pa = tl.flip(pa, 0)
-            gl = tl.flip(gl, 0)
-            g = gl + pa * gc[None, :, :]
-            gc = tl.sum(tl.where(offs_t[:, None, None] == 0, g, 0.0), axis=0)
+            # The gradient entering from the next chunk is folded into the last step (as the
+            # forward pass folds the entering state into the first).
+            x = tl.where(offs_t[:, None, None] == T - 1, x + an * gc[None, :, :], x)
+            _, g = tl.associative_scan((tl.flip(an, 0), tl.flip(x, 0)), 0, _combine)
+            g = tl.flip(g, 0)
+            gc = tl.reduce(g, 0, _first)
             if MODE == 0:
                 dtn_sum += tl.sum(dtn, axis=0)
             else:
@@ -371,8 +383,8 @@ if TRITON_AVAILABLE:
                 a = _exp2(dt[:, None, :] * A2[None, :, :], FAST)
                 dtu = dt * u
                 bx = dtu[:, None, :] * Bt[:, :, None]
-                ha, hb = tl.associative_scan((a, bx), 0, _combine)
-                hs = hb + ha * h0[None, :, :]
+                bx0 = tl.where(offs_t[:, None, None] == 0, bx + a * h0[None, :, :], bx)
+                _, hs = tl.associative_scan((a, bx0), 0, _combine)
                 if HAS_Z:
                     y = tl.sum(hs * Ct[:, :, None], axis=1) + skip[None, :] * u
                     dz = grad_out * y * z_sig * (1.0 + z * (1.0 - z_sig))

@@ -1,0 +1,79 @@
+"""Where the Triton selective scan's time goes: its passes timed apart, and a short run for ``ncu``.
+
+``--split`` times the forward scan at each time-segment count given (``--segments``): with one
+segment it is the output pass alone; with more, the summary pass, the carry and the output pass
+together, so differences between rows place the time. ``--ncu`` runs each shape's forward (and,
+with ``--train``, forward and backward) a few times and nothing else, for Nsight Compute::
+
+    ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \\
+        -k regex:_scan python benchmarks/scan_profile.py --ncu --shapes 32,1500,208,16
+
+Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
+"""
+
+import argparse
+import json
+
+import torch
+
+from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's folder, is on sys.path
+from speechbrain_mambadapter.mamba import triton_scan
+
+
+def parse_shapes(text):
+    return [tuple(int(v) for v in s.split(",")) for s in text.split(";")]
+
+
+def forward(cl, segments, save_states=False):
+    args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    return lambda: triton_scan.scan_fwd(*args, True, save_states, segments=segments)
+
+
+def forward_backward(cl, grad, segments):
+    args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+
+    def run():
+        _, _, states = triton_scan.scan_fwd(*args, True, True, segments=segments)
+        return triton_scan.scan_bwd(*args, True, states, grad, None, segments=segments)
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default="32,1500,208,16;8,1500,208,16;1,1500,208,16")
+    parser.add_argument("--segments", default="0,1,2,4,8,16,32")
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--split", action="store_true")
+    parser.add_argument("--ncu", action="store_true")
+    parser.add_argument("--train", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    rows = []
+    for shape in parse_shapes(args.shapes):
+        cl, _ = make_inputs(*shape, dtype)
+        grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)
+        with torch.no_grad():
+            if args.ncu:
+                for _ in range(2):
+                    forward(cl, 0)()
+                    if args.train:
+                        forward_backward(cl, grad, 0)()
+                torch.cuda.synchronize()
+                continue
+            for seg in [int(s) for s in args.segments.split(",")]:
+                row = dict(shape=list(shape), dtype=args.dtype, segments=seg)
+                row["fwd_us"] = graph_time_us(forward(cl, seg))
+                if args.train:
+                    row["fwd_saving_us"] = graph_time_us(forward(cl, seg, save_states=True))
+                    row["fwd_bwd_us"] = graph_time_us(forward_backward(cl, grad, seg))
+                rows.append(row)
+                print(row, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
