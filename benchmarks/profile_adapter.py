@@ -2,6 +2,8 @@
 
 Defaults: the Whisper-small batch scenario, x [32, 1500, 768], r=104, bf16, inference.
 ``--train`` profiles forward + backward instead (e.g. AST-base: ``--length 590 --rank 16``).
+``--cpu`` also records the CPU side (operators by self CPU time) and prints the wall time of a
+call: at small batches an eager call is bound by what the CPU does to launch its kernels.
 
 Usage (GPU)::
 
@@ -9,6 +11,7 @@ Usage (GPU)::
 """
 
 import argparse
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -23,6 +26,7 @@ def main():
     parser.add_argument("--rank", type=int, default=104)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--train", action="store_true")
+    parser.add_argument("--cpu", action="store_true")
     args = parser.parse_args()
     # The shared projections are held by reference, not registered: move them too.
     shared = SharedProjections(768, args.rank).cuda()
@@ -40,11 +44,23 @@ def main():
         for _ in range(5):
             call()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        if args.cpu:
+            start = time.perf_counter()
+            for _ in range(args.calls):
+                call()
+            torch.cuda.synchronize()
+            wall_ms = (time.perf_counter() - start) * 1000 / args.calls
+        activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if args.cpu else [])
+        with profile(activities=activities) as prof:
             for _ in range(args.calls):
                 call()
             torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
+    if args.cpu:
+        print(
+            prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=70)
+        )
+        print(f"wall time per adapter call ({'fwd+bwd' if args.train else 'fwd'}): {wall_ms:.3f} ms")
     total_us = sum(e.self_device_time_total for e in prof.key_averages()) / args.calls
     print(f"GPU time per adapter call ({'fwd+bwd' if args.train else 'fwd'}): {total_us / 1000:.3f} ms")
 

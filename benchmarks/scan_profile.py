@@ -8,16 +8,22 @@ with ``--train``, forward and backward) a few times and nothing else, for Nsight
     ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \\
         -k regex:_scan python benchmarks/scan_profile.py --ncu --shapes 32,1500,208,16
 
+``--launch`` measures what the CPU spends to launch, the cost that bounds an eager call at small
+batches: µs of CPU per call of the scan's forward (its 1 or 3 kernels, through the custom op and
+straight), of the causal convolution, and of an empty PyTorch kernel for scale, each timed over
+many calls on a tiny input with no synchronisation between them.
+
 Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
 """
 
 import argparse
 import json
+import time
 
 import torch
-
 from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's folder, is on sys.path
-from speechbrain_mambadapter.mamba import triton_scan
+
+from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_scan
 
 
 def parse_shapes(text):
@@ -39,6 +45,47 @@ def forward_backward(cl, grad, segments):
     return run
 
 
+def cpu_us_per_call(fn, calls=300):
+    """CPU µs per call of ``fn`` while the GPU keeps up (tiny inputs, no synchronisation)."""
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed * 1e6 / calls
+
+
+def launch_costs():
+    """CPU µs per call of the scan, the convolution and an empty PyTorch kernel (B=1, L=64)."""
+    cl, _ = make_inputs(1, 64, 208, 16, torch.bfloat16)
+    x = cl["u"]
+    weight = torch.randn(208, 4, device="cuda")
+    small = torch.zeros(1, device="cuda")
+    args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    with torch.no_grad():
+        rows = {
+            "torch add_ (1 kernel)": cpu_us_per_call(lambda: small.add_(1.0)),
+            "scan_fwd, 1 segment (1 kernel)": cpu_us_per_call(
+                lambda: triton_scan.scan_fwd(*args, True, False, 1)
+            ),
+            "scan_fwd, 2 segments (3 kernels)": cpu_us_per_call(
+                lambda: triton_scan.scan_fwd(*args, True, False, 2)
+            ),
+            "selective_scan_cl (custom op, 3 kernels)": cpu_us_per_call(
+                lambda: selective_scan_cl(**cl, delta_softplus=True)
+            ),
+            "causal_conv1d_cl (custom op)": cpu_us_per_call(
+                lambda: causal_conv1d_cl(x, weight, None, activation="silu")
+            ),
+        }
+    for name, us in rows.items():
+        print(f"| {name} | {us:.1f} |", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default="32,1500,208,16;8,1500,208,16;1,1500,208,16")
@@ -47,10 +94,13 @@ def main():
     parser.add_argument("--split", action="store_true")
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--train", action="store_true")
+    parser.add_argument("--launch", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     rows = []
+    if args.launch:
+        rows.append(dict(launch_cpu_us=launch_costs()))
     for shape in parse_shapes(args.shapes):
         cl, _ = make_inputs(*shape, dtype)
         grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)

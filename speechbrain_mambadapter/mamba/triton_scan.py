@@ -8,17 +8,17 @@ and state), ``D`` and ``delta_bias`` are ``[D]``. The state is fp32; inputs are 
 
 Work decomposition. One program is one warp; it owns one batch row, ``BD`` channels (16 in
 inference, 8 in training), all ``N`` states and one *segment* of time, which it walks through in
-chunks of ``T`` steps (8 at 16 states). A chunk is one tile
-``[T, N, BD]`` laid out so that a lane holds one channel and a share of the states, and all T steps
-of those in registers: the decays ``exp(delta·A)`` and inputs ``delta·B·u`` of the chunk are formed
-at once from ``[T, BD]`` and ``[T, N]`` loads, the linear recurrence inside the chunk is an
-associative scan along time that never leaves the thread (the state entering the chunk is folded
-into its first step, so only the states are scanned, not the products of the decays), and the sum over states that gives ``y`` needs a shuffle or two. The forward pass
-issues the next chunk's loads before computing the current one, so a warp's arithmetic hides its
-own memory latency. Time is cut into segments until enough programs are in flight (small batches
-above all): a first pass computes each segment's end state from a zero start and its total
-decay, one associative scan over the segments (``_segment_carry_kernel``) gives the state
-entering each, and the output pass starts from it. The backward pass runs the same way in
+chunks of ``T`` steps (8 at 16 states). A chunk is one tile ``[T, N, BD]`` laid out so that a lane
+holds one channel and a share of the states, and all T steps of those in registers: the decays
+``exp(delta·A)`` and inputs ``delta·B·u`` of the chunk are formed at once from ``[T, BD]`` and
+``[T, N]`` loads, the linear recurrence inside the chunk is an associative scan along time that never
+leaves the thread (the state entering the chunk is folded into its first step, so only the states
+are scanned, not the products of the decays), and the sum over states that gives ``y`` needs a
+shuffle or two. The forward pass issues the next chunk's loads before computing the current one, so
+a warp's arithmetic hides its own memory latency. Time is cut into segments until enough programs
+are in flight (small batches above all): a first pass computes each segment's end state from a zero
+start and its total decay, one associative scan over the segments (``_segment_carry_kernel``) gives
+the state entering each, and the output pass starts from it. The backward pass runs the same way in
 reverse time, from the chunk-start states the forward pass saved (``[batch, n_chunks, D, N]``,
 fp32); its reverse scan is a forward scan over time-flipped tiles (register renames); ``dB`` and
 ``dC`` (sums over channels) are written as per-channel-block partial sums and added up afterwards.

@@ -160,8 +160,13 @@ class PETLBrain(sb.Brain):
         """Replay ``lobe``'s encoder as CUDA graphs as ``inference_mode`` and ``train_mode`` say.
 
         Call it once, on the lobe as built (DDP, added later, calls the same lobe's forward).
+        Evaluation graphs fold the MambAdapters when evaluation runs in half precision
+        (``--eval_precision=bf16`` or ``fp16``), where folding was measured faster; in fp32 the
+        folded matrices, ``d_model`` wide, cost more than the two products they replace
+        (``benchmarks/RESULTS.md``).
         """
-        modes.set_graph_mode(lobe, self.hparams.inference_mode)
+        fold = self.eval_precision in ("bf16", "fp16")
+        modes.set_graph_mode(lobe, self.hparams.inference_mode, fold=fold)
         modes.set_graph_mode(lobe, self.hparams.train_mode, training=True)
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):

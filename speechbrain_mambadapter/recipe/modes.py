@@ -10,8 +10,9 @@ per (batch size, length) and is best graphed on clips of one length (ESC-50's). 
 are independent: either, both or neither. A recipe's Brain calls :func:`set_graph_mode` once for
 each; the machinery is :mod:`speechbrain_mambadapter.cuda_graphs`.
 
-Evaluation graphs run MambAdapters folded (``MambAdapter.merge``: ``W_down`` inside the Mamba's
-``in_proj``, ``alpha·W_up`` inside its ``out_proj``, two matrix products where there were four):
+Evaluation graphs can run MambAdapters folded (``MambAdapter.merge``: ``W_down`` inside the Mamba's
+``in_proj``, ``alpha·W_up`` inside its ``out_proj``, two matrix products where there were four;
+the recipes fold when they evaluate in half precision, ``PETLBrain.use_graph_modes``):
 folded before each evaluation call (again only after the weights changed, in place, so that the
 captured graphs read the new values), unfolded before each training call. The trained
 parameters and the ``state_dict`` never change.

@@ -221,3 +221,21 @@ def test_evaluation_graphs_fold_mambadapters_and_training_unfolds_them(tiny_ast_
     assert set_graph_mode(ast, "cuda_graph", fold=False).prepare is None
     evaluate(ast)
     assert merged_blocks(ast) == [0] * 4
+
+
+@pytest.mark.parametrize("eval_precision,folds", [("fp32", False), ("bf16", True), ("fp16", True)])
+def test_recipes_fold_for_evaluation_in_half_precision_only(eval_precision, folds, monkeypatch):
+    """PETLBrain.use_graph_modes folds the MambAdapters of evaluation graphs in bf16/fp16, where
+    folding was measured faster, and not in fp32, where it was measured slower."""
+    from types import SimpleNamespace
+
+    from speechbrain_mambadapter.recipe import brain, modes
+
+    calls = []
+    monkeypatch.setattr(modes, "set_graph_mode", lambda lobe, mode, **kw: calls.append((mode, kw)))
+    owner = SimpleNamespace(
+        eval_precision=eval_precision,
+        hparams=SimpleNamespace(inference_mode="cuda_graph", train_mode="eager"),
+    )
+    brain.PETLBrain.use_graph_modes(owner, lobe=object())
+    assert calls == [("cuda_graph", {"fold": folds}), ("eager", {"training": True})]
