@@ -8,6 +8,9 @@ with ``--train``, forward and backward) a few times and nothing else, for Nsight
     ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \\
         -k regex:_scan python benchmarks/scan_profile.py --ncu --shapes 32,1500,208,16
 
+``--maxnreg 0,128,168`` times the forward (inference) and the forward + backward (training) at each
+cap on the registers per thread (``triton_scan._MAXNREG``; 0: the compiler's choice).
+
 ``--launch`` measures what the CPU spends to launch, the cost that bounds an eager call at small
 batches: µs of CPU per call of the scan's forward (its 1 or 3 kernels, through the custom op and
 straight), of the causal convolution, and of an empty PyTorch kernel for scale, each timed over
@@ -95,13 +98,27 @@ def main():
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--launch", action="store_true")
+    parser.add_argument("--maxnreg", default=None, help="comma-separated register caps to time (0: none)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     rows = []
     if args.launch:
         rows.append(dict(launch_cpu_us=launch_costs()))
-    for shape in parse_shapes(args.shapes):
+    if args.maxnreg:
+        for shape in parse_shapes(args.shapes):
+            cl, _ = make_inputs(*shape, dtype)
+            grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)
+            for cap in [int(c) for c in args.maxnreg.split(",")]:
+                triton_scan._MAXNREG.update(inference=cap or None, training=cap or None)
+                with torch.no_grad():
+                    fwd = graph_time_us(forward(cl, 0))
+                both = graph_time_us(forward_backward(cl, grad, 0))
+                row = dict(shape=list(shape), dtype=args.dtype, maxnreg=cap, fwd_us=fwd, fwd_bwd_us=both)
+                rows.append(row)
+                print(rows[-1], flush=True)
+        triton_scan._MAXNREG.update(inference=None, training=None)
+    for shape in parse_shapes(args.shapes) if args.split or args.ncu else []:
         cl, _ = make_inputs(*shape, dtype)
         grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)
         with torch.no_grad():

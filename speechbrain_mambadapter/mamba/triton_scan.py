@@ -53,6 +53,12 @@ _TUNING = {"inference": None, "training": None}
 # H200 over B = 1, 8, 32: 16 beat 8 and 32 in inference, 32 beat 8 and 16 in training).
 _WARPS_PER_SM = {"inference": 16, "training": 32}
 _MAX_SEGMENTS = 64
+# A cap on each thread's registers (ptxas's maxrregcount), for the inference forward and for
+# training: fewer registers, more warps in flight, some values spilled. None: the compiler's choice.
+# benchmarks/scan_profile.py --maxnreg on the H200 (bf16, L=1500, D=208, N=16): 168 in training took
+# forward + backward from 1091 / 332 / 86.0 µs to 1073 / 295 / 90.3 at B = 32 / 8 / 1; no cap was
+# the best in inference (128 and 192 were slower).
+_MAXNREG = {"inference": None, "training": 168}
 
 
 def next_power_of_2(n):
@@ -466,6 +472,11 @@ def _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse):
     )  # fmt: skip
 
 
+def _register_cap(training):
+    cap = _MAXNREG["training" if training else "inference"]
+    return {} if cap is None else {"maxnreg": cap}
+
+
 def _strides3(x):
     return (0, 0, 0) if x is None else tuple(x.stride())
 
@@ -524,7 +535,7 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), SEGMENTED=n_seg > 1, T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH,
-        num_warps=warps,
+        num_warps=warps, **_register_cap(training=save_states),
     )  # fmt: skip
     if n_seg > 1:
         _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
@@ -591,7 +602,7 @@ def scan_bwd(
     flags = dict(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, SEGMENTED=n_seg > 1,
-        T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH, num_warps=warps,
+        T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH, num_warps=warps, **_register_cap(training=True),
     )  # fmt: skip
     if n_seg > 1:
         _scan_bwd_kernel[grid](*args, MODE=0, **flags)
