@@ -5,11 +5,13 @@ row of the new language token ``<|xx|>``. ``transcribe_batch`` decodes as the re
 does: the recipe's test searcher (greedy or beam search, as its hparams file chose), prompted in
 the adapter's language (``speechbrain_mambadapter.recipe.asr.transcribe``).
 
-SpeechBrain's Whisper wrapper computes the log-mel features of a batch with one floor, 8 (log10)
-below the loudest value *of the batch*, so a clip's features (and its transcript) can depend
-on the clips it is batched with; the recipe tests in batches of clips sorted by duration, and
-the command line (``python -m speechbrain_mambadapter transcribe``) batches the same way.
-``--batch_size=1`` makes every file independent of the others.
+The base model is built as the run built it. Runs of the recipe since it computes each clip's
+log-mel features on their own (``speechbrain_mambadapter.lobes.whisper_asr.Whisper``) give each
+clip a transcript that does not depend on the clips batched with it. Folders exported from
+earlier runs use SpeechBrain's Whisper wrapper, which floors a batch's features 8 (log10) below
+the loudest value *of the batch*: there ``--batch_size=1`` on the command line
+(``python -m speechbrain_mambadapter transcribe``, which batches clips by duration as the recipe's
+test stage does) makes every file independent of the others.
 
 Example (``folder`` written by ``python -m speechbrain_mambadapter export <run> <folder>``)::
 
