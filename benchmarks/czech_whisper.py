@@ -199,39 +199,18 @@ def prepare_once(command):
 
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(RECIPE))
-    from common_voice_prepare import prepare_common_voice
+    from common_voice_prepare import HPARAMS_OF_ARGUMENTS, preparation_arguments, prepare_common_voice
 
     from speechbrain_mambadapter.recipe.hparams import peek_hparams
 
     hparams_file, _, overrides = sb.parse_arguments(command[2:])
-    keys = [
-        "data_folder",
-        "prepared_folder",
-        "language",
-        "train_minutes",
-        "dev_minutes",
-        "test_minutes",
-        "data_seed",
-        "max_duration",
-        "max_skipped_fraction",
-    ]
     cwd = os.getcwd()
     os.chdir(RECIPE)  # the hparams file's relative paths
     try:
-        h = peek_hparams(hparams_file, overrides, keys)
+        h = peek_hparams(hparams_file, overrides, list(HPARAMS_OF_ARGUMENTS.values()))
     finally:
         os.chdir(cwd)
-    prepare_common_voice(
-        data_folder=h["data_folder"],
-        save_folder=h["prepared_folder"],
-        language=h["language"],
-        train_minutes=h["train_minutes"],
-        dev_minutes=h["dev_minutes"],
-        test_minutes=h["test_minutes"],
-        seed=h["data_seed"],
-        max_duration=h["max_duration"],
-        max_skipped_fraction=h["max_skipped_fraction"],
-    )
+    prepare_common_voice(**preparation_arguments(h))
 
 
 def run(args):

@@ -549,6 +549,42 @@ def prepare_common_voice(
         json.dump(fingerprint, f, indent=2, sort_keys=True)
 
 
+# The hparams key that sets each argument of prepare_common_voice in the recipe's hparams files.
+HPARAMS_OF_ARGUMENTS = {
+    "data_folder": "data_folder",
+    "save_folder": "prepared_folder",
+    "language": "language",
+    "train_minutes": "train_minutes",
+    "dev_minutes": "dev_minutes",
+    "test_minutes": "test_minutes",
+    "seed": "data_seed",
+    "max_duration": "max_duration",
+    "max_skipped_fraction": "max_skipped_fraction",
+    "skip_prep": "skip_prep",
+}
+
+
+def preparation_arguments(hparams: Dict) -> Dict:
+    """``prepare_common_voice``'s keyword arguments from the recipe's hparams.
+
+    Arguments
+    ---------
+    hparams : dict
+        Holds every key of ``HPARAMS_OF_ARGUMENTS.values()``.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> arguments = preparation_arguments({key: key for key in HPARAMS_OF_ARGUMENTS.values()})
+    >>> arguments["save_folder"], arguments["seed"]
+    ('prepared_folder', 'data_seed')
+    """
+    return {argument: hparams[key] for argument, key in HPARAMS_OF_ARGUMENTS.items()}
+
+
 def _write_skipped(path: Path, skipped: List[Tuple[str, str, str]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{split}\t{clip}\t{reason}\n" for split, clip, reason in skipped)

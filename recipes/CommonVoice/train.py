@@ -33,7 +33,12 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from common_voice_prepare import check_common_voice_folder, normalize_text, prepare_common_voice
+from common_voice_prepare import (
+    check_common_voice_folder,
+    normalize_text,
+    preparation_arguments,
+    prepare_common_voice,
+)
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -209,21 +214,7 @@ if __name__ == "__main__":
         overrides=overrides,
     )
 
-    run_on_main(
-        prepare_common_voice,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prepared_folder"],
-            "language": hparams["language"],
-            "train_minutes": hparams["train_minutes"],
-            "dev_minutes": hparams["dev_minutes"],
-            "test_minutes": hparams["test_minutes"],
-            "seed": hparams["data_seed"],
-            "max_duration": hparams["max_duration"],
-            "max_skipped_fraction": hparams["max_skipped_fraction"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
+    run_on_main(prepare_common_voice, kwargs=preparation_arguments(hparams))
 
     tokenizer = hparams["whisper"].tokenizer
     train_data, valid_data, test_data = dataio_prepare(hparams, tokenizer)
