@@ -3,9 +3,7 @@
 """
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +11,12 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def driver():
-    spec = importlib.util.spec_from_file_location("czech_whisper", ROOT / "benchmarks" / "czech_whisper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/czech_whisper.py", "czech_whisper")
 
 
 def test_pack_then_assemble_gives_back_the_model_and_the_clips(driver, tmp_path):

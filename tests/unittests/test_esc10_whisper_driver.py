@@ -3,22 +3,17 @@ writes from the packed clips, the recipe command of a run, and the table's stati
 """
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def driver():
-    spec = importlib.util.spec_from_file_location("esc10_whisper", ROOT / "benchmarks" / "esc10_whisper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/esc10_whisper.py", "esc10_whisper")
 
 
 def test_layout_holds_every_packed_clip_as_16_bit_wav(driver, tmp_path):

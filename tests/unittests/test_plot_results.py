@@ -1,15 +1,12 @@
 """benchmarks/plot_results.py: figures from the benchmarks' JSON rows, clear errors on other JSON."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_results_under_test", ROOT / "benchmarks/plot_results.py")
-plot_results = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_results)
+from tests.scripts import load_script
+
+plot_results = load_script("benchmarks/plot_results.py", "plot_results_under_test")
 
 # Shapes of the rows latency.py and train_step.py write (values from benchmarks/RESULTS.md, bf16).
 LATENCY_MS = {
