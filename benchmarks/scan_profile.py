@@ -13,20 +13,24 @@ cap on the registers per thread (``triton_scan._MAXNREG``; 0: the compiler's cho
 
 ``--launch`` measures what the CPU spends to launch, the cost that bounds an eager call at small
 batches: µs of CPU per call of the scan's forward (its 1 or 3 kernels, through the custom op and
-straight), of the causal convolution, and of an empty PyTorch kernel for scale, each timed over
-many calls on a tiny input with no synchronisation between them.
+straight) and backward, of the causal convolution's forward and backward, and of an empty PyTorch
+kernel for scale, each timed over many calls on a tiny input with no synchronisation between them,
+with Triton's launch path and with the package's direct launch (``mamba/triton_launch.py``).
 
 Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
 """
 
 import argparse
 import json
+import os
 import time
 
 import torch
 from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's folder, is on sys.path
 
-from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_scan
+from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_conv, triton_scan
+
+LAUNCH_MODE = "SB_MAMBADAPTER_TRITON_LAUNCH"
 
 
 def parse_shapes(text):
@@ -62,30 +66,36 @@ def cpu_us_per_call(fn, calls=300):
 
 
 def launch_costs():
-    """CPU µs per call of the scan, the convolution and an empty PyTorch kernel (B=1, L=64)."""
+    """CPU µs per call of the scan, the convolution and an empty PyTorch kernel (B=1, L=64), with
+    Triton's own launch path and with the package's direct launch (``triton_launch.Launcher``)."""
     cl, _ = make_inputs(1, 64, 208, 16, torch.bfloat16)
     x = cl["u"]
     weight = torch.randn(208, 4, device="cuda")
     small = torch.zeros(1, device="cuda")
     args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
-    with torch.no_grad():
-        rows = {
-            "torch add_ (1 kernel)": cpu_us_per_call(lambda: small.add_(1.0)),
-            "scan_fwd, 1 segment (1 kernel)": cpu_us_per_call(
-                lambda: triton_scan.scan_fwd(*args, True, False, 1)
-            ),
-            "scan_fwd, 2 segments (3 kernels)": cpu_us_per_call(
-                lambda: triton_scan.scan_fwd(*args, True, False, 2)
-            ),
-            "selective_scan_cl (custom op, 3 kernels)": cpu_us_per_call(
-                lambda: selective_scan_cl(**cl, delta_softplus=True)
-            ),
-            "causal_conv1d_cl (custom op)": cpu_us_per_call(
-                lambda: causal_conv1d_cl(x, weight, None, activation="silu")
-            ),
-        }
-    for name, us in rows.items():
-        print(f"| {name} | {us:.1f} |", flush=True)
+    grad = torch.randn_like(x)
+    _, _, states = triton_scan.scan_fwd(*args, True, True, 1)
+    calls = {
+        "torch add_ (1 kernel)": lambda: small.add_(1.0),
+        "scan_fwd, 1 segment (1 kernel)": lambda: triton_scan.scan_fwd(*args, True, False, 1),
+        "scan_fwd, 2 segments (3 kernels)": lambda: triton_scan.scan_fwd(*args, True, False, 2),
+        "scan_bwd, 1 segment (1 kernel and 5 sums)": lambda: triton_scan.scan_bwd(
+            *args, True, states, grad, None, 1
+        ),
+        "selective_scan_cl (custom op, 3 kernels)": lambda: selective_scan_cl(**cl, delta_softplus=True),
+        "causal_conv1d_cl (custom op)": lambda: causal_conv1d_cl(x, weight, None, activation="silu"),
+        "conv_bwd (2 kernels and 1 sum)": lambda: triton_conv.conv_bwd(x, weight, None, True, grad),
+    }
+    rows = {}
+    try:
+        with torch.no_grad():
+            for mode in ("triton", "direct"):
+                os.environ[LAUNCH_MODE] = mode
+                for name, fn in calls.items():
+                    rows[f"{name}, {mode} launch"] = us = cpu_us_per_call(fn)
+                    print(f"| {name} | {mode} | {us:.1f} |", flush=True)
+    finally:
+        os.environ.pop(LAUNCH_MODE, None)
     return rows
 
 
@@ -109,6 +119,7 @@ def main():
         for shape in parse_shapes(args.shapes):
             cl, _ = make_inputs(*shape, dtype)
             grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)
+            default_caps = dict(triton_scan._MAXNREG)
             for cap in [int(c) for c in args.maxnreg.split(",")]:
                 triton_scan._MAXNREG.update(inference=cap or None, training=cap or None)
                 with torch.no_grad():
@@ -117,7 +128,7 @@ def main():
                 row = dict(shape=list(shape), dtype=args.dtype, maxnreg=cap, fwd_us=fwd, fwd_bwd_us=both)
                 rows.append(row)
                 print(rows[-1], flush=True)
-        triton_scan._MAXNREG.update(inference=None, training=None)
+            triton_scan._MAXNREG.update(default_caps)
     for shape in parse_shapes(args.shapes) if args.split or args.ncu else []:
         cl, _ = make_inputs(*shape, dtype)
         grad = torch.randn(*shape[:3], device="cuda", dtype=dtype)

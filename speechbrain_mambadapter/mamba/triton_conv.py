@@ -14,6 +14,7 @@ Authors
 
 import torch
 
+from speechbrain_mambadapter.mamba.triton_launch import Launcher
 from speechbrain_mambadapter.mamba.triton_scan import TRITON_AVAILABLE
 
 if TRITON_AVAILABLE:
@@ -110,6 +111,10 @@ if TRITON_AVAILABLE:
         tl.store(dx_ptr + (pid_b * L + t[:, None]) * D + offs_d[None, :], acc.to(dx_ptr.dtype.element_ty),
                  mask=mask)  # fmt: skip
 
+    _CONV_FWD = Launcher(_conv_fwd_kernel)
+    _CONV_BWD_PRE = Launcher(_conv_bwd_pre_kernel)
+    _CONV_BWD_INPUT = Launcher(_conv_bwd_input_kernel)
+
 
 def _grid(batch, length, d_inner):
     return (triton.cdiv(length, _BLOCK_L), triton.cdiv(d_inner, _BLOCK_D), batch)
@@ -135,7 +140,7 @@ def conv_fwd(x, weight, bias, silu):
     """
     batch, length, d_inner = x.shape
     out = torch.empty(batch, length, d_inner, device=x.device, dtype=x.dtype)
-    _conv_fwd_kernel[_grid(batch, length, d_inner)](
+    _CONV_FWD[_grid(batch, length, d_inner)](
         x, weight, bias, out, length, d_inner, *x.stride(), *weight.stride(),
         W=weight.shape[1], HAS_BIAS=bias is not None, SILU=bool(silu), BL=_BLOCK_L, BD=_BLOCK_D,
         num_warps=_WARPS,
@@ -165,13 +170,13 @@ def conv_bwd(x, weight, bias, silu, grad_out):
     dpre = torch.empty(batch, length, d_inner, **f32)
     dw_part = torch.empty(batch * grid[0], d_inner, width, **f32)
     db_part = torch.empty(batch * grid[0], d_inner, **f32)
-    _conv_bwd_pre_kernel[grid](
+    _CONV_BWD_PRE[grid](
         x, weight, bias, grad_out, dpre, dw_part, db_part, length, d_inner,
         *x.stride(), *weight.stride(), *grad_out.stride(),
         W=width, HAS_BIAS=bias is not None, SILU=bool(silu), BL=_BLOCK_L, BD=_BLOCK_D, num_warps=_WARPS,
     )  # fmt: skip
     dx = torch.empty(batch, length, d_inner, device=x.device, dtype=x.dtype)
-    _conv_bwd_input_kernel[grid](
+    _CONV_BWD_INPUT[grid](
         dpre, weight, dx, length, d_inner, *weight.stride(), W=width, BL=_BLOCK_L, BD=_BLOCK_D,
         num_warps=_WARPS,
     )  # fmt: skip

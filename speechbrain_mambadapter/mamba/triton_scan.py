@@ -35,6 +35,8 @@ import os
 
 import torch
 
+from speechbrain_mambadapter.mamba.triton_launch import Launcher
+
 try:
     import triton
     import triton.language as tl
@@ -462,11 +464,15 @@ if TRITON_AVAILABLE:
                 mask=mask & (offs_s == 0)[:, None, None],
             )
 
+    _SCAN_FWD = Launcher(_scan_fwd_kernel)
+    _SCAN_BWD = Launcher(_scan_bwd_kernel)
+    _CARRY = Launcher(_segment_carry_kernel)
+
 
 def _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse):
     block_d = min(8, next_power_of_2(d_inner))
     grid = (triton.cdiv(d_inner, block_d), seg.shape[0])
-    _segment_carry_kernel[grid](
+    _CARRY[grid](
         seg, carry, dlast, d_inner, n_seg, REVERSE=reverse, HAS_DLAST=dlast is not None,
         SP=next_power_of_2(n_seg), BD=block_d, NP=n_pad, num_warps=4,
     )  # fmt: skip
@@ -538,9 +544,9 @@ def scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states, s
         num_warps=warps, **_register_cap(training=save_states),
     )  # fmt: skip
     if n_seg > 1:
-        _scan_fwd_kernel[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
+        _SCAN_FWD[(grid[0], batch, n_seg - 1)](*args, MODE=0, SAVE_STATES=False, **flags)
         _carry(seg, carry, None, d_inner, n_seg, n_pad, reverse=False)
-    _scan_fwd_kernel[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
+    _SCAN_FWD[grid](*args, MODE=1, SAVE_STATES=bool(save_states), **flags)
     return out, last[..., :d_state].contiguous(), states
 
 
@@ -605,9 +611,9 @@ def scan_bwd(
         T=chunk, BD=block_d, NP=n_pad, FAST=_FAST_MATH, num_warps=warps, **_register_cap(training=True),
     )  # fmt: skip
     if n_seg > 1:
-        _scan_bwd_kernel[grid](*args, MODE=0, **flags)
+        _SCAN_BWD[grid](*args, MODE=0, **flags)
         _carry(seg, carry, dlast, d_inner, n_seg, n_pad, reverse=True)
-    _scan_bwd_kernel[grid](*args, MODE=1, **flags)
+    _SCAN_BWD[grid](*args, MODE=1, **flags)
     dA = dA_part.sum(0)[:, :d_state]
     dB = dB_part.sum(0, dtype=torch.float32)[..., :d_state].to(B.dtype)
     dC = dC_part.sum(0, dtype=torch.float32)[..., :d_state].to(C.dtype)
