@@ -14,8 +14,9 @@ cap on the registers per thread (``triton_scan._MAXNREG``; 0: the compiler's cho
 ``--launch`` measures what the CPU spends to launch, the cost that bounds an eager call at small
 batches: µs of CPU per call of the scan's forward (its 1 or 3 kernels, through the custom op and
 straight) and backward, of the causal convolution's forward and backward, and of an empty PyTorch
-kernel for scale, each timed over many calls on a tiny input with no synchronisation between them,
-with Triton's launch path and with the package's direct launch (``mamba/triton_launch.py``).
+kernel for scale, and of a whole eager MambAdapter at batch 1, each timed over many calls with no
+synchronisation between them, with Triton's launch path and with the package's direct launch
+(``mamba/triton_launch.py``), alternated round by round; medians of 9 rounds.
 
 Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
 """
@@ -23,11 +24,13 @@ Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
 from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's folder, is on sys.path
 
+from speechbrain_mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_conv, triton_scan
 
 LAUNCH_MODE = "SB_MAMBADAPTER_TRITON_LAUNCH"
@@ -75,6 +78,16 @@ def launch_costs():
     args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     grad = torch.randn_like(x)
     _, _, states = triton_scan.scan_fwd(*args, True, True, 1)
+    # One Whisper-small MambAdapter at batch 1, eager, bf16 autocast: what the launches add up to.
+    adapter = MambAdapter(768, 104, SharedProjections(768, 104).cuda()).cuda()
+    hidden = torch.randn(1, 1500, 768, device="cuda", requires_grad=True)
+
+    def adapter_call(train):
+        with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
+            y = adapter.train(train)(hidden)
+        if train:
+            y.float().square().mean().backward()
+
     calls = {
         "torch add_ (1 kernel)": lambda: small.add_(1.0),
         "scan_fwd, 1 segment (1 kernel)": lambda: triton_scan.scan_fwd(*args, True, False, 1),
@@ -85,18 +98,30 @@ def launch_costs():
         "selective_scan_cl (custom op, 3 kernels)": lambda: selective_scan_cl(**cl, delta_softplus=True),
         "causal_conv1d_cl (custom op)": lambda: causal_conv1d_cl(x, weight, None, activation="silu"),
         "conv_bwd (2 kernels and 1 sum)": lambda: triton_conv.conv_bwd(x, weight, None, True, grad),
+        "MambAdapter forward, [1, 1500, 768], r=104": lambda: adapter_call(False),
+        "MambAdapter forward + backward": lambda: adapter_call(True),
     }
     rows = {}
     try:
         with torch.no_grad():
-            for mode in ("triton", "direct"):
-                os.environ[LAUNCH_MODE] = mode
-                for name, fn in calls.items():
-                    rows[f"{name}, {mode} launch"] = us = cpu_us_per_call(fn)
-                    print(f"| {name} | {mode} | {us:.1f} |", flush=True)
+            for name, fn in calls.items():
+                rows[name] = us = ab_cpu_us(fn)
+                print(f"| {name} | {us['triton']:.1f} | {us['direct']:.1f} |", flush=True)
     finally:
         os.environ.pop(LAUNCH_MODE, None)
     return rows
+
+
+def ab_cpu_us(fn, rounds=9, calls=100):
+    """Median CPU µs per call with Triton's launch and with the direct launch, the two alternated
+    round by round (ABBA order), so that a host whose speed drifts during the run weighs on both
+    alike (``benchmarks/RESULTS.md``: one path timed after the other is not a comparison)."""
+    samples = {"triton": [], "direct": []}
+    for r in range(rounds):
+        for mode in ("triton", "direct") if r % 2 == 0 else ("direct", "triton"):
+            os.environ[LAUNCH_MODE] = mode
+            samples[mode].append(cpu_us_per_call(fn, calls))
+    return {mode: statistics.median(v) for mode, v in samples.items()}
 
 
 def main():

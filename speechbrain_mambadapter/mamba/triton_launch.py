@@ -1,10 +1,9 @@
-"""Launching this package's Triton kernels with less CPU time per call.
+"""Launching this package's Triton kernels with less Python work per call (opt-in).
 
 ``kernel[grid](*args, **meta)`` does, on every call, what only the first call of a kind needs:
 it binds the arguments to the signature, works out what the kernel is specialised for, turns that
 into a cache key (a string of the options among it), checks the kernel's globals and builds launch
-metadata. With the thirty-odd run-time arguments of the selective scan that costs several times a
-PyTorch kernel launch, and an eager MambAdapter call at a small batch waits on the CPU
+metadata. An eager MambAdapter call at a small batch waits on the CPU, so this work counts
 (``benchmarks/scan_profile.py --launch``).
 
 ``Launcher(kernel)`` keeps what Triton compiled, by the same specialisation: the first call of a
@@ -12,10 +11,14 @@ kind goes through Triton as before (which compiles if needed, then launches); la
 same specialisation hand the compiled kernel its arguments directly. The specialisation key is
 never coarser than Triton's own (a tensor's dtype and 16-byte alignment; an integer's 16-divisibility,
 whether it equals 1, and its width), so a kernel is never reused for arguments Triton would have
-compiled another one for. Triton's way is kept where the direct call could not stand in for it:
-under the interpreter (``TRITON_INTERPRET=1``: nothing compiled), while a launch hook is set (a
-profiler such as Proton), for argument types the key does not know, and with
-``SB_MAMBADAPTER_TRITON_LAUNCH=triton`` in the environment.
+compiled another one for.
+
+The direct launch is off unless ``SB_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the environment: it
+gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``), but its own key costs
+about as much CPU time as it saves, and whether it is faster has not been shown
+(``benchmarks/RESULTS.md``). Triton's way is also kept under the interpreter
+(``TRITON_INTERPRET=1``: nothing compiled), while a launch hook is set (a profiler such as
+Proton), and for argument types the key does not know.
 
 Example
 -------
@@ -43,9 +46,9 @@ _INT64 = range(-(2**63), 2**63)
 def direct_launch_enabled():
     """Whether ``Launcher`` may launch compiled kernels itself (else every call goes through Triton)."""
     return (
-        _knobs is not None
+        os.environ.get("SB_MAMBADAPTER_TRITON_LAUNCH") == "direct"
+        and _knobs is not None
         and os.environ.get("TRITON_INTERPRET") != "1"
-        and os.environ.get("SB_MAMBADAPTER_TRITON_LAUNCH", "direct") != "triton"
     )
 
 

@@ -50,7 +50,7 @@ class FakeJIT:
 @pytest.fixture
 def launcher(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.delenv("SB_MAMBADAPTER_TRITON_LAUNCH", raising=False)
+    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
     monkeypatch.setattr(triton_launch, "_device_and_stream", lambda: (0, 1234))
     return triton_launch.Launcher(FakeJIT(["x_ptr", "out_ptr", "n", "s_x", "BLOCK", "FLAG"]))
 
@@ -97,11 +97,15 @@ def test_another_specialisation_goes_through_triton(launcher, change):
 
 def test_triton_path_when_disabled_or_hooked(launcher, monkeypatch):
     x, out = torch.zeros(64), torch.zeros(64)
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "triton")
-    for _ in range(2):
-        launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
-    assert len(launcher.kernel.calls) == 2 and launcher.cache_size() == 0
-    monkeypatch.delenv("SB_MAMBADAPTER_TRITON_LAUNCH")
+    for mode in ("triton", None):  # None: the default
+        if mode is None:
+            monkeypatch.delenv("SB_MAMBADAPTER_TRITON_LAUNCH")
+        else:
+            monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", mode)
+        for _ in range(2):
+            launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
+    assert len(launcher.kernel.calls) == 4 and launcher.cache_size() == 0
+    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
     launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
     assert launcher.cache_size() == 1
     hook = lambda metadata: None  # noqa: E731
@@ -110,7 +114,7 @@ def test_triton_path_when_disabled_or_hooked(launcher, monkeypatch):
         launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
-    assert len(launcher.kernel.calls) == 4, "a launch hook (a profiler) must see every launch"
+    assert len(launcher.kernel.calls) == 6, "a launch hook (a profiler) must see every launch"
 
 
 def test_unknown_argument_types_are_not_cached(launcher):
