@@ -33,7 +33,7 @@ from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's
 from speechbrain_mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_conv, triton_scan
 
-LAUNCH_MODE = "SB_MAMBADAPTER_TRITON_LAUNCH"
+LAUNCH_MODE = "SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH"
 
 
 def parse_shapes(text):

@@ -13,7 +13,7 @@ never coarser than Triton's own (a tensor's dtype and 16-byte alignment; an inte
 whether it equals 1, and its width), so a kernel is never reused for arguments Triton would have
 compiled another one for.
 
-The direct launch is off unless ``SB_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the environment: it
+The direct launch is off unless ``SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the environment: it
 gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``), but its own key costs
 about as much CPU time as it saves, and whether it is faster has not been shown
 (``benchmarks/RESULTS.md``). Triton's way is also kept under the interpreter
@@ -46,7 +46,7 @@ _INT64 = range(-(2**63), 2**63)
 def direct_launch_enabled():
     """Whether ``Launcher`` may launch compiled kernels itself (else every call goes through Triton)."""
     return (
-        os.environ.get("SB_MAMBADAPTER_TRITON_LAUNCH") == "direct"
+        os.environ.get("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH") == "direct"
         and _knobs is not None
         and os.environ.get("TRITON_INTERPRET") != "1"
     )

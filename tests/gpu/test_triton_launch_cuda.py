@@ -50,9 +50,9 @@ def run_scan(cl, grad, dlast, segments):
 
 def both_ways(fn, monkeypatch):
     """``fn()`` through Triton's launch, then twice launched directly (compiling, then cached)."""
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "triton")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "triton")
     expected = fn()
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
     fn()
     return expected, fn()
 
@@ -89,7 +89,7 @@ def test_conv_direct_launch_is_bit_identical(width, bias, monkeypatch):
 
 
 def test_second_call_is_served_from_the_cache(monkeypatch):
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
     cl = scan_inputs(1, 33, 24, 8, torch.float32, 8, True)
     args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     triton_scan.scan_fwd(*args, True, False, segments=1)
@@ -103,7 +103,7 @@ def test_second_call_is_served_from_the_cache(monkeypatch):
 
 
 def test_cuda_graph_replays_direct_launches(monkeypatch):
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
     cl = scan_inputs(2, 64, 32, 16, torch.bfloat16, 8, True)
     args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     stream = torch.cuda.Stream()

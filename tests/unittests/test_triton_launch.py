@@ -50,7 +50,7 @@ class FakeJIT:
 @pytest.fixture
 def launcher(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
     monkeypatch.setattr(triton_launch, "_device_and_stream", lambda: (0, 1234))
     return triton_launch.Launcher(FakeJIT(["x_ptr", "out_ptr", "n", "s_x", "BLOCK", "FLAG"]))
 
@@ -99,13 +99,13 @@ def test_triton_path_when_disabled_or_hooked(launcher, monkeypatch):
     x, out = torch.zeros(64), torch.zeros(64)
     for mode in ("triton", None):  # None: the default
         if mode is None:
-            monkeypatch.delenv("SB_MAMBADAPTER_TRITON_LAUNCH")
+            monkeypatch.delenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH")
         else:
-            monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", mode)
+            monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", mode)
         for _ in range(2):
             launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
     assert len(launcher.kernel.calls) == 4 and launcher.cache_size() == 0
-    monkeypatch.setenv("SB_MAMBADAPTER_TRITON_LAUNCH", "direct")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
     launcher[(1,)](x, out, 64, 1, BLOCK=32, FLAG=True)
     assert launcher.cache_size() == 1
     hook = lambda metadata: None  # noqa: E731
