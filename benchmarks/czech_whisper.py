@@ -64,6 +64,14 @@ METHODS = (
     # The same MambAdapter at 5x the learning rate: its Mamba path starts scaled by alpha = 0.1 and
     # underfitted at the shared 1e-3 in the first round of this table.
     ("mambadapter_r64_lr5e-3", "mambadapter", ("--rank=64", "--lr=0.005")),
+    # The Mamba block's own initialisation instead of the paper's Xavier gain 0.02, which starts
+    # the adapter's code at ~1e-10 of its input (benchmarks/fit_probe.py); and with alpha at 1.
+    ("mambadapter_r64_mamba_init", "mambadapter", ("--rank=64", "--mamba_init=mamba")),
+    (
+        "mambadapter_r64_mamba_init_alpha1",
+        "mambadapter",
+        ("--rank=64", "--mamba_init=mamba", "--alpha_init=1.0"),
+    ),
 )
 SEEDS = (1, 2, 3)
 TEST_LINE = re.compile(r"Epoch loaded: (\d+) - test loss: ([^,]+), test WER: ([^,]+), test CER: ([0-9.e+-]+)")

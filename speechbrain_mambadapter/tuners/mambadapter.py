@@ -8,10 +8,13 @@ registered them (``inject`` puts them on the encoder). The paper's code keeps th
 attributes instead, so a second model built in the same process silently reuses the first
 model's trained projections; nothing here is global.
 
-Initialisation follows the paper's code: ``W_down`` ~ N(0, 0.01) (weight and bias),
-``W_up`` = 0 (so the adapted model equals the base model at step 0), the Mamba's weight
-matrices Xavier-uniform with gain 0.02, its 1-D weights U(-0.02, 0.02), its convolution bias
-0, and ``alpha`` = 0.1.
+Initialisation: ``W_down`` ~ N(0, 0.01) (weight and bias) and ``W_up`` = 0 (so the adapted
+model equals the base model at step 0), as in the paper's code. The Mamba block has two choices
+(``mamba_init``): ``"paper"``, the paper's AST code (every weight matrix Xavier-uniform with gain
+0.02, the convolution bias 0), or ``"mamba"``, the block's own initialisation (mamba-ssm's).
+With ``"paper"`` the bottleneck's code starts at about 1e-10 of its input (four small gains in
+a row), its gradients below Adam's epsilon, and the adapter barely trains until it escapes,
+later the more varied the data (``benchmarks/fit_probe.py``, ``benchmarks/RESULTS.md``).
 
 ``attach`` puts one MambAdapter beside each sub-layer the placement names (see
 ``speechbrain_mambadapter.tuners.parallel``) and registers the model's ``SharedProjections``
@@ -68,8 +71,13 @@ class SharedProjections(nn.Module):
         nn.init.zeros_(self.up.bias)
 
 
+MAMBA_INITS = ("paper", "mamba")
+
+
 def _init_mamba_like_paper(mamba):
-    # Small weights keep the adapter's contribution tiny while W_up grows away from zero.
+    # The paper's AST code: small weights keep the adapter's contribution tiny while W_up grows
+    # away from zero. (Its 1-D branch never applies to a Mamba block: A_log, D and the biases
+    # are not named "weight".)
     for name, param in mamba.named_parameters():
         if "conv1d" in name and name.endswith("bias"):
             nn.init.zeros_(param)
@@ -106,6 +114,9 @@ class MambAdapter(ParallelAdapter):
         Initial value of the learnable scale (0.1 in the paper).
     use_fast_path : bool
         Allow the fused Mamba kernels.
+    mamba_init : str
+        ``"paper"`` (the paper's AST code: Xavier gain 0.02 on every Mamba weight matrix) or
+        ``"mamba"`` (the Mamba block's own initialisation); see the module's docstring.
 
     Example
     -------
@@ -132,8 +143,11 @@ class MambAdapter(ParallelAdapter):
         use_alpha=True,
         alpha_init=0.1,
         use_fast_path=True,
+        mamba_init="paper",
     ):
         super().__init__()
+        if mamba_init not in MAMBA_INITS:
+            raise ValueError(f"mamba_init must be one of {MAMBA_INITS}, got {mamba_init!r}.")
         if projections is None:
             self.own_projections = SharedProjections(d_model, rank)
             projections = self.own_projections
@@ -151,7 +165,8 @@ class MambAdapter(ParallelAdapter):
             self.mamba = build_mamba(
                 rank, direction, d_state=d_state, d_conv=d_conv, expand=expand, use_fast_path=use_fast_path
             )
-            _init_mamba_like_paper(self.mamba)
+            if mamba_init == "paper":
+                _init_mamba_like_paper(self.mamba)
         self.dropout = nn.Dropout(dropout)
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init))) if use_alpha else None
         self.merged_blocks = 0  # > 0 while merged (``merge``): how many folded projection sets
@@ -353,6 +368,7 @@ def attach(
     use_alpha=True,
     alpha_init=0.1,
     use_fast_path=True,
+    mamba_init="paper",
 ):
     """Put a MambAdapter beside each sub-layer ``placement`` names; return what to train.
 
@@ -366,7 +382,7 @@ def attach(
         Also train the sites' LayerNorms and the final LayerNorm.
     rank : int
         Bottleneck size r.
-    direction, d_state, d_conv, expand, dropout, use_mamba, use_alpha, alpha_init, use_fast_path
+    direction, d_state, d_conv, expand, dropout, use_mamba, use_alpha, alpha_init, use_fast_path, mamba_init
         As in ``MambAdapter``.
     share_projections : bool
         One ``W_down``/``W_up`` pair for the whole model (the paper); False gives each adapter
@@ -384,7 +400,7 @@ def attach(
         backbone.encoder.add_module("petl_shared_projections", shared)
         trainable += shared.parameters()
     kwargs = dict(direction=direction, d_state=d_state, d_conv=d_conv, expand=expand, dropout=dropout)
-    kwargs.update(use_mamba=use_mamba, use_alpha=use_alpha, alpha_init=alpha_init)
+    kwargs.update(use_mamba=use_mamba, use_alpha=use_alpha, alpha_init=alpha_init, mamba_init=mamba_init)
 
     def make():
         return MambAdapter(backbone.d_model, rank, shared, use_fast_path=use_fast_path, **kwargs)

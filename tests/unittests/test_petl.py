@@ -622,6 +622,34 @@ def test_module_initialisation():
     assert bottleneck.down.weight.abs().sum() > 0 and bottleneck.up.weight.abs().sum() == 0
 
 
+def test_mamba_init_choices():
+    """``paper``: every Mamba weight matrix Xavier gain 0.02 (the code starts ~1e-10 x the input);
+    ``mamba``: the block's own initialisation. Both leave the adapted model equal to the base."""
+    from speechbrain_mambadapter import SharedProjections
+    from speechbrain_mambadapter.mamba import Mamba
+
+    x = torch.randn(2, 7, 64)
+    stds = {}
+    for choice in ("paper", "mamba"):
+        torch.manual_seed(0)
+        adapter = MambAdapter(64, 16, SharedProjections(64, 16), d_state=4, mamba_init=choice)
+        assert adapter(x).abs().sum() == 0  # W_up = 0
+        weights = [(n, p) for n, p in adapter.mamba.named_parameters() if n.endswith("weight")]
+        stds[choice] = {n: p.std().item() for n, p in weights}
+        code = adapter.mamba(adapter.projections.down(x))
+        stds[choice]["code/input"] = (code.norm() / x.norm()).item()
+    torch.manual_seed(0)
+    own = Mamba(16, d_state=4)
+    for name, param in own.named_parameters():
+        if name.endswith("weight"):
+            assert stds["mamba"][name] == pytest.approx(param.std().item(), rel=0.2), name
+            bound = 0.02 * (6 / (param.shape[0] + param[0].numel())) ** 0.5  # Xavier, gain 0.02
+            assert stds["paper"][name] < bound, name
+    assert stds["paper"]["code/input"] < 1e-6 < 1e-4 < stds["mamba"]["code/input"]
+    with pytest.raises(ValueError, match="mamba_init must be one of"):
+        MambAdapter(64, 16, mamba_init="xavier")
+
+
 def test_conformer_adapter_applies_its_layernorm():
     """The reference computes the LayerNorm and discards it; here the output is scale-invariant."""
     from speechbrain_mambadapter import ConformerAdapter
