@@ -52,41 +52,50 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CZECH = ROOT / ".czech" / "b" / "cs"
 QUICKSTART_EO = ROOT / "recipes" / "CommonVoice" / "quickstart_data" / "eo"
 
-# The recipe's hparams (recipes/CommonVoice/hparams/{mambadapter,bottleneck}.yaml) at the ranks of
-# benchmarks/czech_whisper.py (about 0.2 M trainable parameters each in tiny.en's encoder).
-RECIPE_MAMBADAPTER = dict(
-    method="mambadapter",
-    placement="pfeiffer",
-    rank=64,
-    direction="causal",
-    d_state=16,
-    d_conv=4,
-    expand=2,
-    dropout=0.1,
-    share_projections=True,
-    use_mamba=True,
-    use_alpha=True,
-    alpha_init=0.1,
-    mamba_init="paper",
-    train_norms=True,
-)
-RECIPE_BOTTLENECK = dict(method="bottleneck", placement="pfeiffer", rank=64, train_norms=True)
-RECIPE_LR = 1e-3
-RECIPE_WEIGHT_DECAY = 0.01
-RECIPE_MAX_GRAD_NORM = 1.0
+HPARAMS = ROOT / "recipes" / "CommonVoice" / "hparams"
+RANK = 64  # benchmarks/czech_whisper.py's: about 0.2 M trainable parameters in tiny.en's encoder
+# The files' required keys, which the probe does not use
+PLACEHOLDERS = {"language": "cs", "data_folder": "unused"}
+# inject's arguments and the hparams keys they come from, per method
+METHOD_KEYS = {
+    "mambadapter": {
+        "placement": "placement", "direction": "direction", "d_state": "d_state", "d_conv": "d_conv",
+        "expand": "expand", "dropout": "adapter_dropout", "share_projections": "share_projections",
+        "use_mamba": "use_mamba", "use_alpha": "use_alpha", "alpha_init": "alpha_init",
+        "mamba_init": "mamba_init", "train_norms": "train_norms",
+    },
+    "bottleneck": {"placement": "placement", "train_norms": "train_norms"},
+}  # fmt: skip
+
+
+def recipe_settings(method):
+    """``inject``'s arguments as ``recipes/CommonVoice/hparams/<method>.yaml`` has them, at ``RANK``."""
+    from speechbrain_mambadapter.recipe.hparams import peek_hparams
+
+    keys = METHOD_KEYS[method]
+    values = peek_hparams(str(HPARAMS / f"{method}.yaml"), PLACEHOLDERS, list(keys.values()))
+    return dict(method=method, rank=RANK, **{arg: values[key] for arg, key in keys.items()})
+
+
+def recipe_optimiser():
+    """The recipe's learning rate, weight decay and gradient-norm clip (``mambadapter.yaml``)."""
+    from speechbrain_mambadapter.recipe.hparams import peek_hparams
+
+    keys = ["lr", "weight_decay", "max_grad_norm"]
+    return peek_hparams(str(HPARAMS / "mambadapter.yaml"), PLACEHOLDERS, keys)
+
+
 ADAM_EPS = 1e-8  # recipe.optim.AdamW's default
 
 
 def _mamba(**overrides):
-    settings = dict(RECIPE_MAMBADAPTER)
-    settings.update(overrides)
-    return settings
+    return dict(recipe_settings("mambadapter"), **overrides)
 
 
 # name -> (inject arguments, probe options): lr (None: --lr), eps (None: Adam's 1e-8),
 # freeze_adapters.
 VARIANTS = {
-    "bottleneck": (RECIPE_BOTTLENECK, {}),
+    "bottleneck": (recipe_settings("bottleneck"), {}),
     "mambadapter": (_mamba(), {}),
     "mambadapter_alpha1": (_mamba(alpha_init=1.0), {}),
     "mambadapter_no_alpha": (_mamba(use_alpha=False), {}),
@@ -326,7 +335,7 @@ def train_variant(
     eos,
     steps,
     batch_size=4,
-    lr=RECIPE_LR,
+    lr=1e-3,
     eps=ADAM_EPS,
     seed=0,
     eval_every=25,
@@ -344,7 +353,8 @@ def train_variant(
     from speechbrain_mambadapter.recipe.optim import AdamW
 
     named = [(n, p) for n, p in whisper.named_parameters() if p.requires_grad]
-    optimizer = AdamW(trainable, lr=lr, eps=eps, weight_decay=RECIPE_WEIGHT_DECAY)
+    recipe = recipe_optimiser()
+    optimizer = AdamW(trainable, lr=lr, eps=eps, weight_decay=recipe["weight_decay"])
     generator = torch.Generator().manual_seed(seed)
     n = mel.shape[0]
 
@@ -378,7 +388,7 @@ def train_variant(
         if instrument:
             grads = _group_norms(named, [p.grad for _, p in named])
             before = [p.detach().clone() for _, p in named]
-        torch.nn.utils.clip_grad_norm_(trainable, RECIPE_MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(trainable, recipe["max_grad_norm"])
         optimizer.step()
         record["train_loss"].append(loss.item())
         if instrument:
@@ -419,7 +429,7 @@ def run_variant(name, source, clips_data, args, log=print):
     )
     mel = mel_features(whisper, [c["wav"] for c in clips_data], args.frames)
     bos, eos = token_tensors(whisper.tokenizer, [c["text"] for c in clips_data])
-    lr = options.get("lr") or args.lr
+    lr = options.get("lr") or args.lr or recipe_optimiser()["lr"]
     eps = options.get("eps") or args.eps
     count = sum(p.numel() for p in trainable)
     adapter_count = sum(p.numel() for n, p in whisper.named_parameters() if p.requires_grad and "petl" in n)
@@ -475,7 +485,7 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=200, help="encoder frames kept (1500: the recipe's)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=RECIPE_LR)
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--eps", type=float, default=ADAM_EPS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--eval_every", type=int, default=25)
