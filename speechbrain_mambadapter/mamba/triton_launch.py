@@ -13,9 +13,9 @@ never coarser than Triton's own (a tensor's dtype and 16-byte alignment; an inte
 whether it equals 1, and its width), so a kernel is never reused for arguments Triton would have
 compiled another one for.
 
-The direct launch is off unless ``SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the environment: it
-gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``), but its own key costs
-about as much CPU time as it saves, and whether it is faster has not been shown
+The direct launch is off unless ``SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the
+environment: it gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``), but its
+own key costs CPU time too, and whether it is faster has not been shown
 (``benchmarks/RESULTS.md``). Triton's way is also kept under the interpreter
 (``TRITON_INTERPRET=1``: nothing compiled), while a launch hook is set (a profiler such as
 Proton), and for argument types the key does not know.
