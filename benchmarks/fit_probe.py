@@ -407,7 +407,7 @@ def train_variant(
         if step % eval_every == 0 or step == steps:
             record["eval_loss"][step] = full_loss()
             log(
-                f"  step {step:4d}  train {float(loss):.3f}  probe-set {record['eval_loss'][step]:.3f}  "
+                f"  step {step:4d}  train {loss.item():.3f}  probe-set {record['eval_loss'][step]:.3f}  "
                 f"({time.time() - start:.0f} s)"
             )
     record["seconds"] = time.time() - start
