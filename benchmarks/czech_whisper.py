@@ -67,6 +67,7 @@ METHODS = (
     # The Mamba block's own initialisation instead of the paper's Xavier gain 0.02, which starts
     # the adapter's code at ~1e-10 of its input (benchmarks/fit_probe.py); and with alpha at 1.
     ("mambadapter_r64_mamba_init", "mambadapter", ("--rank=64", "--mamba_init=mamba")),
+    ("mambadapter_r64_mamba_init_lr3e-3", "mambadapter", ("--rank=64", "--mamba_init=mamba", "--lr=0.003")),
     (
         "mambadapter_r64_mamba_init_alpha1",
         "mambadapter",
