@@ -41,6 +41,7 @@ Authors
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -77,6 +78,7 @@ def recipe_settings(method):
     return dict(method=method, rank=RANK, **{arg: values[key] for arg, key in keys.items()})
 
 
+@functools.cache
 def recipe_optimiser():
     """The recipe's learning rate, weight decay and gradient-norm clip (``mambadapter.yaml``)."""
     from speechbrain_mambadapter.recipe.hparams import peek_hparams
@@ -88,8 +90,11 @@ def recipe_optimiser():
 ADAM_EPS = 1e-8  # recipe.optim.AdamW's default
 
 
+MAMBADAPTER = recipe_settings("mambadapter")
+
+
 def _mamba(**overrides):
-    return dict(recipe_settings("mambadapter"), **overrides)
+    return dict(MAMBADAPTER, **overrides)
 
 
 # name -> (inject arguments, probe options): lr (None: --lr), eps (None: Adam's 1e-8),
@@ -203,7 +208,6 @@ def build_model(source, settings, freeze_adapters=False, seed=0, save_path=None)
     save_path = save_path or tempfile.mkdtemp(prefix="fit_probe_")
     whisper = Whisper(source=str(source), save_path=str(save_path), sampling_rate=16000)
     torch.manual_seed(seed)
-    settings = dict(settings)
     whisper = inject(whisper, **settings)
     if freeze_adapters:
         petl = [m for m in whisper.modules() if type(m).__name__ in ("MambAdapter", "SharedProjections")]

@@ -32,8 +32,7 @@ from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's
 
 from speechbrain_mambadapter import MambAdapter, SharedProjections
 from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_conv, triton_scan
-
-LAUNCH_MODE = "SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH"
+from speechbrain_mambadapter.mamba.triton_launch import LAUNCH_ENV
 
 
 def parse_shapes(text):
@@ -108,7 +107,7 @@ def launch_costs():
                 rows[name] = us = ab_cpu_us(fn)
                 print(f"| {name} | {us['triton']:.1f} | {us['direct']:.1f} |", flush=True)
     finally:
-        os.environ.pop(LAUNCH_MODE, None)
+        os.environ.pop(LAUNCH_ENV, None)
     return rows
 
 
@@ -119,7 +118,7 @@ def ab_cpu_us(fn, rounds=9, calls=100):
     samples = {"triton": [], "direct": []}
     for r in range(rounds):
         for mode in ("triton", "direct") if r % 2 == 0 else ("direct", "triton"):
-            os.environ[LAUNCH_MODE] = mode
+            os.environ[LAUNCH_ENV] = mode
             samples[mode].append(cpu_us_per_call(fn, calls))
     return {mode: statistics.median(v) for mode, v in samples.items()}
 

@@ -39,6 +39,7 @@ try:
 except ImportError:  # no Triton, or a Triton before 3.4 (no knobs): Triton's own launch path
     triton = _knobs = None
 
+LAUNCH_ENV = "SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH"  # "direct": launch compiled kernels directly
 _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 
@@ -46,7 +47,7 @@ _INT64 = range(-(2**63), 2**63)
 def direct_launch_enabled():
     """Whether ``Launcher`` may launch compiled kernels itself (else every call goes through Triton)."""
     return (
-        os.environ.get("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH") == "direct"
+        os.environ.get(LAUNCH_ENV) == "direct"
         and _knobs is not None
         and os.environ.get("TRITON_INTERPRET") != "1"
     )
@@ -137,4 +138,4 @@ class Launcher:
         return len(self._compiled)
 
 
-__all__ = ["Launcher", "direct_launch_enabled"]
+__all__ = ["LAUNCH_ENV", "Launcher", "direct_launch_enabled"]
