@@ -29,9 +29,10 @@ encoder (convolutions, positions, layers with their adapter hooks, final LayerNo
 frames of the padded 30 s features, so a clip of up to ``2 * frames / 100`` seconds is whole.
 The recipe trains in bf16 on the GPU; the probe runs in fp32. Only one thread is used.
 
-Variants (``VARIANTS``) are overrides of the recipe's ``hparams/<method>.yaml`` settings;
-``mambadapter_mamba_default_init`` keeps the Mamba block's own initialisation (as mamba-ssm;
-``inject(..., mamba_init="mamba")``) instead of the paper's gain-0.02 one, and ``norms_only``
+Variants (``VARIANTS``) are overrides of the recipe's ``hparams/<method>.yaml`` settings, the
+MambAdapter ones with the paper's gain-0.02 initialisation of the Mamba (``mamba_init="paper"``,
+the recipes' default when the probe was written); ``mambadapter_mamba_default_init`` keeps the
+Mamba block's own initialisation (as mamba-ssm; the recipes' default now), and ``norms_only``
 trains the LayerNorms alone (the MambAdapter injected, its parameters frozen): the floor a
 MambAdapter whose adapters do not move would sit on.
 
@@ -90,7 +91,9 @@ def recipe_optimiser():
 ADAM_EPS = 1e-8  # recipe.optim.AdamW's default
 
 
-MAMBADAPTER = recipe_settings("mambadapter")
+# The diagnosis ran with the paper's initialisation of the Mamba, the recipes' default then; the
+# ``*_mamba_default_init`` variants use the block's own (the default since).
+MAMBADAPTER = dict(recipe_settings("mambadapter"), mamba_init="paper")
 
 
 def _mamba(**overrides):
