@@ -13,12 +13,14 @@ never coarser than Triton's own (a tensor's dtype and 16-byte alignment; an inte
 whether it equals 1, and its width), so a kernel is never reused for arguments Triton would have
 compiled another one for.
 
-The direct launch is off unless ``SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH=direct`` is in the
-environment: it gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``), but its
-own key costs CPU time too, and whether it is faster has not been shown
-(``benchmarks/RESULTS.md``). Triton's way is also kept under the interpreter
-(``TRITON_INTERPRET=1``: nothing compiled), while a launch hook is set (a profiler such as
-Proton), and for argument types the key does not know.
+The direct launch gives bit-identical results (``tests/gpu/test_triton_launch_cuda.py``) and, on
+an H200 host, 12-29 % less CPU time per kernel call and 6-10 % per eager MambAdapter call at batch
+1 (``benchmarks/scan_profile.py --launch``, the two paths alternated; ``benchmarks/RESULTS.md``).
+It is on by default with the Triton versions whose launch call this was checked against
+(``CHECKED_TRITON``); ``SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH=triton`` turns it off and ``=direct``
+turns it on with any Triton that has ``knobs`` (3.4 on). Triton's way is also kept under the
+interpreter (``TRITON_INTERPRET=1``: nothing compiled), while a launch hook is set (a profiler
+such as Proton), and for argument types the key does not know.
 
 Example
 -------
@@ -39,18 +41,30 @@ try:
 except ImportError:  # no Triton, or a Triton before 3.4 (no knobs): Triton's own launch path
     triton = _knobs = None
 
-LAUNCH_ENV = "SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH"  # "direct": launch compiled kernels directly
+LAUNCH_ENV = "SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH"  # "direct" or "triton"; unset: the default
+LAUNCH_MODES = ("direct", "triton")
+# Triton versions (major.minor) whose JITFunction.run launches a compiled kernel as ``_launch``
+# does: 3.6 ran the GPU tests (tests/gpu/test_triton_launch_cuda.py), 3.8's source was read.
+CHECKED_TRITON = ("3.6", "3.8")
 _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 
 
+def _default_direct(version):
+    return ".".join(version.split(".")[:2]) in CHECKED_TRITON
+
+
+_DEFAULT_DIRECT = _knobs is not None and _default_direct(triton.__version__)
+
+
 def direct_launch_enabled():
     """Whether ``Launcher`` may launch compiled kernels itself (else every call goes through Triton)."""
-    return (
-        os.environ.get(LAUNCH_ENV) == "direct"
-        and _knobs is not None
-        and os.environ.get("TRITON_INTERPRET") != "1"
-    )
+    mode = os.environ.get(LAUNCH_ENV, "")
+    if mode and mode not in LAUNCH_MODES:
+        raise ValueError(f"{LAUNCH_ENV}={mode!r}: use one of {LAUNCH_MODES}, or unset it for the default.")
+    if _knobs is None or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    return mode == "direct" or (not mode and _DEFAULT_DIRECT)
 
 
 def _specialisation(args):
@@ -138,4 +152,4 @@ class Launcher:
         return len(self._compiled)
 
 
-__all__ = ["LAUNCH_ENV", "Launcher", "direct_launch_enabled"]
+__all__ = ["CHECKED_TRITON", "LAUNCH_ENV", "LAUNCH_MODES", "Launcher", "direct_launch_enabled"]

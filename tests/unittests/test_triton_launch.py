@@ -97,6 +97,7 @@ def test_another_specialisation_goes_through_triton(launcher, change):
 
 def test_triton_path_when_disabled_or_hooked(launcher, monkeypatch):
     x, out = torch.zeros(64), torch.zeros(64)
+    monkeypatch.setattr(triton_launch, "_DEFAULT_DIRECT", False)  # an unchecked Triton version
     for mode in ("triton", None):  # None: the default
         if mode is None:
             monkeypatch.delenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH")
@@ -122,3 +123,26 @@ def test_unknown_argument_types_are_not_cached(launcher):
     for _ in range(2):
         launcher[(1,)](x, out, 0.5, 1, BLOCK=32, FLAG=True)
     assert len(launcher.kernel.calls) == 2 and launcher.cache_size() == 0
+
+
+def test_default_follows_the_checked_triton_versions(monkeypatch):
+    """Unset, the switch follows the Triton version; "triton" and "direct" override it; a typo is
+    an error that names the variable, not a silent fallback."""
+    assert triton_launch._default_direct("3.6.0") and triton_launch._default_direct("3.8.0+git1234")
+    assert not triton_launch._default_direct("3.5.1") and not triton_launch._default_direct("3.60.0")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", raising=False)
+    for default in (True, False):
+        monkeypatch.setattr(triton_launch, "_DEFAULT_DIRECT", default)
+        assert triton_launch.direct_launch_enabled() is default
+        monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "triton")
+        assert triton_launch.direct_launch_enabled() is False
+        monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "direct")
+        assert triton_launch.direct_launch_enabled() is True
+        monkeypatch.setenv("TRITON_INTERPRET", "1")  # nothing compiled: Triton's own path
+        assert triton_launch.direct_launch_enabled() is False
+        monkeypatch.delenv("TRITON_INTERPRET")
+        monkeypatch.delenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH")
+    monkeypatch.setenv("SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH", "Direct")
+    with pytest.raises(ValueError, match="SPEECHBRAIN_MAMBADAPTER_TRITON_LAUNCH='Direct'"):
+        triton_launch.direct_launch_enabled()
