@@ -341,9 +341,18 @@ def summarise(runs):
     return rows
 
 
+def merge_runs(runs, earlier):
+    """``runs`` and the runs of ``earlier`` (an earlier table's JSON) that ``runs`` does not redo
+    (same method and seed): so that a table can gather device calls whose folders are gone."""
+    done = {(r["experiment"], r["seed"]) for r in runs}
+    return [r for r in earlier if (r["experiment"], r["seed"]) not in done] + runs
+
+
 def table(args):
     """Markdown table (mean ± std over seeds) of every finished run; JSON and a plot on request."""
     runs = [read_run(p.parent) for p in sorted(Path(args.output).glob("*/cs/seed*/wer_test.txt"))]
+    if args.merge:
+        runs = merge_runs(runs, json.loads(Path(args.merge).read_text())["runs"])
     rows = summarise(runs)
     print("| method | trainable params (M) | test WER (%) | test CER (%) | WER per seed | epoch loaded |")
     print("|---|---:|---:|---:|---|---|")
@@ -434,6 +443,7 @@ def main(argv=None):
     p.add_argument("output", nargs="?", default=str(ROOT / "results" / "CommonVoice_cs"))
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG path for the WER-parameters plot")
+    p.add_argument("--merge", default=None, help="an earlier table's JSON: its runs join these (these win)")
     args = parser.parse_args(argv)
     {"data": data, "pack": pack, "assemble": assemble, "run": run, "table": table}[args.command](args)
 

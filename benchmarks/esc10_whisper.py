@@ -342,8 +342,13 @@ def format_table(rows, reference="whisper_mambadapter"):
 
 
 def table(args):
-    """Markdown table (and plot) from the JSON that ``run`` writes."""
-    rows = summarise(json.loads(Path(args.json_file).read_text())["runs"])
+    """Markdown table (and plot) from the JSON files that ``run`` writes; a run found in several
+    (same configuration, fold and seed) counts once, from the last file naming it."""
+    runs = {}
+    for json_file in args.json_files:
+        for r in json.loads(Path(json_file).read_text())["runs"]:
+            runs[(r["experiment"], r["fold"], r["seed"])] = r
+    rows = summarise(list(runs.values()))
     print(format_table(rows))
     if args.plot:
         plot(rows, args.plot)
@@ -358,7 +363,7 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    markers = iter("os^vD<>phX*P")
+    markers = iter("os^vD<>phX*P8dH")
     for row in rows:
         mean, std = 100 * row["accuracy_mean"], 100 * (row["accuracy_std"] or 0.0)
         name = row["experiment"].removeprefix("whisper_")
@@ -403,7 +408,7 @@ def main(argv=None):
         "--last_start", type=float, default=60.0, help="seconds before the deadline (at least): start no run"
     )
     p = sub.add_parser("table", help="table and plot from run's JSON")
-    p.add_argument("json_file")
+    p.add_argument("json_files", nargs="+")
     p.add_argument("--plot", default=None, help="PNG path for the accuracy-parameters plot")
     args = parser.parse_args(argv)
     {"pack": pack, "run": run, "table": table}[args.command](args)

@@ -101,3 +101,12 @@ def test_a_run_folder_is_read_from_the_recipe_logs(driver, tmp_path):
     run = driver.read_run(folder)
     assert (run["experiment"], run["seed"], run["epoch_loaded"]) == ("lora_r32", 2, 6)
     assert (run["test_wer"], run["test_cer"], run["trainable_millions"]) == (88.56, 37.63, 0.197)
+
+
+def test_merge_keeps_earlier_runs_unless_redone(driver):
+    earlier = [{"experiment": "lora_r32", "seed": s, "test_wer": 80.0 + s} for s in (1, 2)]
+    new = [{"experiment": "lora_r32", "seed": 2, "test_wer": 70.0}, {"experiment": "frozen", "seed": 1}]
+    merged = driver.merge_runs(new, earlier)
+    keys = sorted((r["experiment"], r["seed"]) for r in merged)
+    assert keys == [("frozen", 1), ("lora_r32", 1), ("lora_r32", 2)]
+    assert [r["test_wer"] for r in merged if r["seed"] == 2] == [70.0]  # the new run wins
