@@ -11,7 +11,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 METHODS = {
     "mambadapter": dict(method="mambadapter", rank=8, d_state=16, dropout=0.0),
-    "mambadapter-houlsby-inner": dict(method="mambadapter", placement="houlsby", rank=8, direction="inner"),
+    # Dropout off: the two models draw their masks one after the other, so with dropout they
+    # differ (4.8e-3 at most here, hidden below the tolerance by the paper's tiny Mamba weights).
+    "mambadapter-houlsby-inner": dict(
+        method="mambadapter", placement="houlsby", rank=8, direction="inner", dropout=0.0
+    ),
     "bottleneck": dict(method="bottleneck", rank=8),
     "conformer": dict(method="conformer", rank=8, kernel_size=31),
 }
