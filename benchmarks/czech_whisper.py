@@ -370,6 +370,13 @@ def table(args):
         plot(rows, args.plot)
 
 
+def legend_name(experiment, methods):
+    """The experiment's name, marked when it runs the paper's initialisation of the Mamba (no
+    longer the default, so the plain name would mislead)."""
+    overrides = {m[0]: m[2] for m in methods}.get(experiment, ())
+    return experiment + (" (paper init)" if "--mamba_init=paper" in overrides else "")
+
+
 def plot(rows, path):
     """Test WER against trainable parameters, one point per method, ± 1 sample std over seeds; the
     frozen model as a line."""
@@ -393,7 +400,7 @@ def plot(rows, path):
             yerr=std,
             fmt=next(markers),
             capsize=3,
-            label=f"{row['experiment']}: {row['wer']:.1f} ± {std:.1f}",
+            label=f"{legend_name(row['experiment'], METHODS)}: {row['wer']:.1f} ± {std:.1f}",
         )
     ax.set_xlabel("trainable parameters (PETL method and the norms it trains)")
     ax.set_ylabel("test WER (%), beam 5")

@@ -354,6 +354,12 @@ def table(args):
         plot(rows, args.plot)
 
 
+def legend_name(experiment, configs):
+    """The configuration's name, marked when it runs the paper's initialisation of the Mamba."""
+    overrides = {c[0]: c[2] for c in configs}.get(experiment, ())
+    return experiment + (" (paper init)" if PAPER_INIT in overrides else "")
+
+
 def plot(rows, path):
     """Test accuracy against trainable parameters, one point per configuration, ± 1 sample std;
     linear probing (no trainable backbone parameter) as a band."""
@@ -366,7 +372,7 @@ def plot(rows, path):
     markers = iter("os^vD<>phX*P8dH")
     for row in rows:
         mean, std = 100 * row["accuracy_mean"], 100 * (row["accuracy_std"] or 0.0)
-        name = row["experiment"].removeprefix("whisper_")
+        name = legend_name(row["experiment"], CONFIGS).removeprefix("whisper_")
         params = row["trainable_parameters"][0]
         if params == 0:
             ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
