@@ -1,4 +1,4 @@
-"""Launching this package's Triton kernels with less Python work per call (opt-in).
+"""Launching this package's Triton kernels with less Python work per call (on by default where checked).
 
 ``kernel[grid](*args, **meta)`` does, on every call, what only the first call of a kind needs:
 it binds the arguments to the signature, works out what the kernel is specialised for, turns that
