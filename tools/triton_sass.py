@@ -141,7 +141,6 @@ def scan_passes(batch, length, d_inner, d_state, rank, dtype):
     """The scan kernels ``scan_fwd``/``scan_bwd`` launch at this shape: (name, kernel, pointer
     types, integers, constants, num_warps, maxnreg). ``B``/``C`` are column slices of ``x_proj``'s
     ``[batch, L, rank + 2 d_state]`` output, as in the Mamba block; the other tensors contiguous."""
-    act = {"bf16": "bf16", "fp32": "fp32"}[dtype]
     width = rank + 2 * d_state
     strides = {
         "s_ub": length * d_inner, "s_ul": d_inner, "s_ud": 1, "s_tb": length * d_inner, "s_tl": d_inner,
@@ -156,16 +155,14 @@ def scan_passes(batch, length, d_inner, d_state, rank, dtype):
     for training in (False, True):
         chunk, block_d, warps = triton_scan._config(d_inner, d_state, training)
         cap = triton_scan._MAXNREG["training" if training else "inference"]
-        device = type(
-            "Device", (), {"type": "cpu"}
-        )()  # 8 programs wanted: the segment count matters not here
+        # Two segments, given: the device (which only sets how many segments to cut) is not asked.
         n_seg, seg_len = triton_scan._segments(
-            batch, length, d_inner, block_d, chunk, warps, device, training, 2
+            batch, length, d_inner, block_d, chunk, warps, None, training, 2
         )
         integers = dict(strides, L=length, D=d_inner, N=d_state, seg_len=seg_len, n_seg=n_seg)
         common = dict(flags, T=chunk, BD=block_d, FAST=True, SEGMENTED=True)
         kernel = triton_scan._scan_fwd_kernel
-        pointers = {n: ("fp32" if n in f32 else act) for n in kernel.arg_names if n.endswith("_ptr")}
+        pointers = {n: ("fp32" if n in f32 else dtype) for n in kernel.arg_names if n.endswith("_ptr")}
         stage = "training" if training else "inference"
         for mode in (0, 1):
             constants = dict(common, MODE=mode, SAVE_STATES=training and mode == 1)
@@ -174,7 +171,7 @@ def scan_passes(batch, length, d_inner, d_state, rank, dtype):
             )
         if training:
             kernel = triton_scan._scan_bwd_kernel
-            pointers = {n: ("fp32" if n in f32 + ("dA_ptr", "dD_ptr", "dbias_ptr") else act)
+            pointers = {n: ("fp32" if n in f32 + ("dA_ptr", "dD_ptr", "dbias_ptr") else dtype)
                         for n in kernel.arg_names if n.endswith("_ptr")}  # fmt: skip
             integers = dict(integers, s_ob=length * d_inner, s_ol=d_inner, s_od=1)
             for mode in (0, 1):
