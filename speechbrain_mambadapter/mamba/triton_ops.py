@@ -15,6 +15,12 @@ The channels-last forms take ``[batch, L, D]`` tensors with any strides (views i
 layers' outputs); the others take mamba-ssm's ``[batch, D, L]`` and are fastest when those are
 transposed channels-last tensors (``x.stride(1) == 1``).
 
+Eager calls, outside ``torch.compile``, skip the custom ops' dispatch: the same forward and
+backward run through a plain ``torch.autograd.Function`` (or straight to the kernels when no
+gradient is wanted). The custom ops' schema, fake-tensor and autograd wrappers cost more CPU time
+than the kernels' own launches (``benchmarks/scan_profile.py --dispatch``), and an eager Mamba
+block waits on the CPU. ``torch.compile`` traces the custom ops.
+
 Authors
  * speechbrain-mambadapter contributors 2026
 """
@@ -27,6 +33,13 @@ from torch import Tensor
 from speechbrain_mambadapter.mamba import triton_conv, triton_scan
 
 _NS = "speechbrain_mambadapter"
+# False sends eager calls through the custom ops too (as torch.compile's are): for the benchmark
+# of the two dispatches and the tests that compare them.
+_EAGER_FUNCTIONS = True
+
+
+def _through_custom_ops():
+    return not _EAGER_FUNCTIONS or torch.compiler.is_compiling()
 
 
 def _none_if_empty(t, present):
@@ -106,7 +119,8 @@ def _scan_setup_context(ctx, inputs, output):
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
 
 
-def _scan_backward(ctx, grad_out, dlast, _dstates):
+def _scan_grads(ctx, grad_out, dlast, scan_bwd):
+    """The inputs' gradients, from ``scan_bwd`` (the custom op, or ``triton_scan.scan_bwd``)."""
     u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
     if states.numel() == 0:
         raise RuntimeError(
@@ -115,7 +129,7 @@ def _scan_backward(ctx, grad_out, dlast, _dstates):
         )
     if grad_out is None:
         grad_out = torch.zeros_like(u)
-    du, ddelta, dA, dB, dC, dD, dz, dbias = _scan_bwd_op(
+    du, ddelta, dA, dB, dC, dD, dz, dbias = scan_bwd(
         u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, states, grad_out, dlast
     )
     has_d, has_z, has_bias = ctx.present
@@ -126,7 +140,30 @@ def _scan_backward(ctx, grad_out, dlast, _dstates):
     )  # fmt: skip
 
 
+def _scan_backward(ctx, grad_out, dlast, _dstates):
+    return _scan_grads(ctx, grad_out, dlast, _scan_bwd_op)
+
+
 _scan_fwd_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
+
+
+class _ScanFunction(torch.autograd.Function):
+    """The scan's custom op and its registered backward, without the dispatch: eager calls."""
+
+    @staticmethod
+    def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states):
+        return triton_scan.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, save_states)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _scan_setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[2])
+        # An unused last state sends None, not zeros: the kernel then skips its gradient.
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_out, dlast, _dstates):
+        return _scan_grads(ctx, grad_out, dlast, triton_scan.scan_bwd)
 
 
 @torch.library.custom_op(f"{_NS}::causal_conv1d_fwd", mutates_args=())
@@ -163,13 +200,36 @@ def _conv_setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, bias)
 
 
-def _conv_backward(ctx, grad_out):
+def _conv_grads(ctx, grad_out, conv_bwd):
+    """The inputs' gradients, from ``conv_bwd`` (the custom op, or ``triton_conv.conv_bwd``)."""
     x, weight, bias = ctx.saved_tensors
-    dx, dw, db = _conv_bwd_op(x, weight, bias, ctx.silu, grad_out)
-    return dx, dw, _none_if_empty(db, ctx.has_bias), None
+    dx, dw, db = conv_bwd(x, weight, bias, ctx.silu, grad_out)
+    return dx, dw.to(weight.dtype), db.to(bias.dtype) if ctx.has_bias else None, None
+
+
+def _conv_backward(ctx, grad_out):
+    return _conv_grads(ctx, grad_out, _conv_bwd_op)
 
 
 _conv_fwd_op.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+
+
+class _ConvFunction(torch.autograd.Function):
+    """The convolution's custom op and its registered backward, without the dispatch: eager calls."""
+
+    @staticmethod
+    def forward(x, weight, bias, silu):
+        return triton_conv.conv_fwd(x, weight, bias, silu)
+
+    setup_context = staticmethod(_conv_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _conv_grads(ctx, grad_out, triton_conv.conv_bwd)
+
+
+def _wants_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def selective_scan_cl(
@@ -202,9 +262,14 @@ def selective_scan_cl(
     torch.Tensor or tuple
         ``[batch, L, D]`` output in ``u``'s dtype, and the last state if ``return_last_state``.
     """
-    tensors = (u, delta, A, B, C, D, z, delta_bias)
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    out, last, _ = _scan_fwd_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save)
+    save = _wants_grad(u, delta, A, B, C, D, z, delta_bias)
+    args = (u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), save)
+    if _through_custom_ops():
+        out, last, _ = _scan_fwd_op(*args)
+    elif save:
+        out, last, _ = _ScanFunction.apply(*args)
+    else:
+        out, last, _ = triton_scan.scan_fwd(*args)
     return (out, last) if return_last_state else out
 
 
@@ -229,7 +294,12 @@ def causal_conv1d_cl(x, weight, bias=None, activation=None):
     """
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}.")
-    return _conv_fwd_op(x, weight, bias, activation is not None)
+    silu = activation is not None
+    if _through_custom_ops():
+        return _conv_fwd_op(x, weight, bias, silu)
+    if _wants_grad(x, weight, bias):
+        return _ConvFunction.apply(x, weight, bias, silu)
+    return triton_conv.conv_fwd(x, weight, bias, silu)
 
 
 def _check_variable_bc(B, C):
