@@ -18,6 +18,12 @@ kernel for scale, and of a whole eager MambAdapter at batch 1, each timed over m
 synchronisation between them, with Triton's launch path and with the package's direct launch
 (``mamba/triton_launch.py``), alternated round by round; medians of 9 rounds.
 
+``--dispatch`` measures the same way what the custom ops' dispatch costs eager calls: CPU µs per
+call of the scan and the convolution with gradients (forward, and forward + backward) and of a
+whole eager MambAdapter at batch 1, through the ``torch.library`` custom ops (as ``torch.compile``
+calls them) and through the plain ``autograd.Function`` that eager calls take
+(``triton_ops._EAGER_FUNCTIONS``), alternated round by round.
+
 Times are medians of CUDA-graph replays (``scan_kernels.graph_time_us``), µs.
 """
 
@@ -31,7 +37,13 @@ import torch
 from scan_kernels import graph_time_us, make_inputs  # benchmarks/, the script's folder, is on sys.path
 
 from speechbrain_mambadapter import MambAdapter, SharedProjections
-from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_conv, triton_scan
+from speechbrain_mambadapter.mamba import (
+    causal_conv1d_cl,
+    selective_scan_cl,
+    triton_conv,
+    triton_ops,
+    triton_scan,
+)
 from speechbrain_mambadapter.mamba.triton_launch import LAUNCH_ENV
 
 
@@ -67,6 +79,21 @@ def cpu_us_per_call(fn, calls=300):
     return elapsed * 1e6 / calls
 
 
+def adapter_call(batch=1):
+    """One Whisper-small MambAdapter (r=104), eager, bf16 autocast: a forward, or a forward and a
+    backward."""
+    adapter = MambAdapter(768, 104, SharedProjections(768, 104).cuda()).cuda()
+    hidden = torch.randn(batch, 1500, 768, device="cuda", requires_grad=True)
+
+    def call(train):
+        with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
+            y = adapter.train(train)(hidden)
+        if train:
+            y.float().square().mean().backward()
+
+    return call
+
+
 def launch_costs():
     """CPU µs per call of the scan, the convolution and an empty PyTorch kernel (B=1, L=64), with
     Triton's own launch path and with the package's direct launch (``triton_launch.Launcher``)."""
@@ -77,16 +104,8 @@ def launch_costs():
     args = [cl[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
     grad = torch.randn_like(x)
     _, _, states = triton_scan.scan_fwd(*args, True, True, 1)
-    # One Whisper-small MambAdapter at batch 1, eager, bf16 autocast: what the launches add up to.
-    adapter = MambAdapter(768, 104, SharedProjections(768, 104).cuda()).cuda()
-    hidden = torch.randn(1, 1500, 768, device="cuda", requires_grad=True)
-
-    def adapter_call(train):
-        with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
-            y = adapter.train(train)(hidden)
-        if train:
-            y.float().square().mean().backward()
-
+    # A whole MambAdapter: what the launches add up to.
+    adapter = adapter_call()
     calls = {
         "torch add_ (1 kernel)": lambda: small.add_(1.0),
         "scan_fwd, 1 segment (1 kernel)": lambda: triton_scan.scan_fwd(*args, True, False, 1),
@@ -94,32 +113,80 @@ def launch_costs():
         "scan_bwd, 1 segment (1 kernel and 5 sums)": lambda: triton_scan.scan_bwd(
             *args, True, states, grad, None, 1
         ),
-        "selective_scan_cl (custom op, 3 kernels)": lambda: selective_scan_cl(**cl, delta_softplus=True),
-        "causal_conv1d_cl (custom op)": lambda: causal_conv1d_cl(x, weight, None, activation="silu"),
+        "selective_scan_cl, no gradient (3 kernels)": lambda: selective_scan_cl(**cl, delta_softplus=True),
+        "causal_conv1d_cl, no gradient": lambda: causal_conv1d_cl(x, weight, None, activation="silu"),
         "conv_bwd (2 kernels and 1 sum)": lambda: triton_conv.conv_bwd(x, weight, None, True, grad),
-        "MambAdapter forward, [1, 1500, 768], r=104": lambda: adapter_call(False),
-        "MambAdapter forward + backward": lambda: adapter_call(True),
+        "MambAdapter forward, [1, 1500, 768], r=104": lambda: adapter(False),
+        "MambAdapter forward + backward": lambda: adapter(True),
     }
-    rows = {}
+
+    def launch_path(mode):
+        os.environ[LAUNCH_ENV] = mode
+
     try:
-        for name, fn in calls.items():
-            rows[name] = us = ab_cpu_us(fn)
-            print(f"| {name} | {us['triton']:.1f} | {us['direct']:.1f} |", flush=True)
+        return ab_table(calls, {"triton": launch_path, "direct": launch_path})
     finally:
         os.environ.pop(LAUNCH_ENV, None)
+
+
+def dispatch_costs():
+    """CPU µs per eager call with gradients (B=1, L=64; a MambAdapter at [1, 1500, 768]) through the
+    custom ops and through the plain ``autograd.Function``."""
+    cl, _ = make_inputs(1, 64, 208, 16, torch.bfloat16)
+    leaves = {k: v.detach().clone().requires_grad_() if v is not None else None for k, v in cl.items()}
+    x = leaves["u"]
+    weight = torch.randn(208, 4, device="cuda", requires_grad=True)
+    grad = torch.randn_like(x)
+
+    def scan_backward():
+        selective_scan_cl(**leaves, delta_softplus=True).backward(grad)
+
+    def conv_backward():
+        causal_conv1d_cl(x, weight, None, activation="silu").backward(grad)
+
+    adapter = adapter_call()
+    calls = {
+        "selective_scan_cl forward (saving states)": lambda: selective_scan_cl(**leaves, delta_softplus=True),
+        "selective_scan_cl forward + backward": scan_backward,
+        "causal_conv1d_cl forward": lambda: causal_conv1d_cl(x, weight, None, activation="silu"),
+        "causal_conv1d_cl forward + backward": conv_backward,
+        "MambAdapter forward, [1, 1500, 768], r=104": lambda: adapter(False),
+        "MambAdapter forward + backward": lambda: adapter(True),
+    }
+
+    def eager_functions(mode):
+        triton_ops._EAGER_FUNCTIONS = mode == "function"
+
+    try:
+        return ab_table(calls, {"custom op": eager_functions, "function": eager_functions})
+    finally:
+        triton_ops._EAGER_FUNCTIONS = True
+
+
+def ab_table(calls, paths):
+    """Print and return ``{call: {path: µs}}``, each call timed through each of the two paths
+    (``{name: set_up(name)}``) by ``ab_cpu_us``."""
+    first, second = paths
+    print(f"| call | {first} | {second} |\n|---|---:|---:|")
+    rows = {}
+    for name, fn in calls.items():
+        rows[name] = us = ab_cpu_us(fn, paths)
+        print(f"| {name} | {us[first]:.1f} | {us[second]:.1f} |", flush=True)
     return rows
 
 
-def ab_cpu_us(fn, rounds=9, calls=100):
-    """Median CPU µs per call with Triton's launch and with the direct launch, the two alternated
-    round by round (ABBA order), so that a host whose speed drifts during the run weighs on both
-    alike (``benchmarks/RESULTS.md``: one path timed after the other is not a comparison)."""
-    samples = {"triton": [], "direct": []}
+def ab_cpu_us(fn, paths, rounds=9, calls=100):
+    """Median CPU µs per call through each of two paths (``{name: set_up(name)}``), the two
+    alternated round by round (ABBA order), so that a host whose speed drifts during the run
+    weighs on both alike (``benchmarks/RESULTS.md``: one path timed after the other is not a
+    comparison)."""
+    first, second = paths
+    samples = {first: [], second: []}
     for r in range(rounds):
-        for mode in ("triton", "direct") if r % 2 == 0 else ("direct", "triton"):
-            os.environ[LAUNCH_ENV] = mode
-            samples[mode].append(cpu_us_per_call(fn, calls))
-    return {mode: statistics.median(v) for mode, v in samples.items()}
+        for name in (first, second) if r % 2 == 0 else (second, first):
+            paths[name](name)
+            samples[name].append(cpu_us_per_call(fn, calls))
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def main():
@@ -131,6 +198,7 @@ def main():
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--launch", action="store_true")
+    parser.add_argument("--dispatch", action="store_true")
     parser.add_argument("--maxnreg", default=None, help="comma-separated register caps to time (0: none)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -138,6 +206,8 @@ def main():
     rows = []
     if args.launch:
         rows.append(dict(launch_cpu_us=launch_costs()))
+    if args.dispatch:
+        rows.append(dict(dispatch_cpu_us=dispatch_costs()))
     if args.maxnreg:
         for shape in parse_shapes(args.shapes):
             cl, _ = make_inputs(*shape, dtype)

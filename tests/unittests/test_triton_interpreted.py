@@ -5,7 +5,8 @@ pytest process that sets it (``test_kernels_under_the_interpreter``); in that pr
 tests here run, on small shapes: the selective scan's values and gradients (fp32 and bf16, a
 length no multiple of the chunk, states not a power of two, one and several time segments, with
 and without the optional inputs), the causal convolution of widths 2..8, the Mamba blocks on the
-Triton path, and ``torch.library.opcheck`` of the custom ops (schemas, fake kernels, autograd).
+Triton path, ``torch.library.opcheck`` of the custom ops (schemas, fake kernels, autograd), and
+the eager path that skips them against them.
 The GPU twins, on the issue's shapes, are in ``tests/gpu/test_triton_kernels.py``.
 """
 
@@ -173,6 +174,46 @@ def test_blocks_on_the_triton_path_match_the_reference(direction, monkeypatch):
     assert rel_err(y, y_ref) < 1e-4 and rel_err(x_grad, x_grad_ref) < 1e-3
     for name in grads_ref:
         assert rel_err(grads[name], grads_ref[name]) < 1e-3, name
+
+
+@needs_interpreter
+@pytest.mark.parametrize("last_state_used", [True, False])
+def test_eager_calls_give_what_the_custom_ops_give(last_state_used, monkeypatch):
+    """Eager calls skip the custom ops' dispatch (a plain autograd.Function; the kernels straight
+    without gradients): the same values and gradients as through the custom ops, bit for bit."""
+    from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl, triton_ops
+
+    inputs = scan_inputs(2, 21, 16, 8, torch.float32, seed=3)
+    grad_out = torch.randn(2, 21, 16)
+    # Unused, the last state's gradient is None on the eager path and zeros through the custom op.
+    grad_last = torch.randn(2, 16, 8) if last_state_used else torch.zeros(2, 16, 8)
+    x = torch.randn(2, 21, 32)[..., :16]
+    weight, bias = torch.randn(16, 5), torch.randn(16)
+    runs = []
+    for eager in (True, False):
+        monkeypatch.setattr(triton_ops, "_EAGER_FUNCTIONS", eager)
+        if last_state_used:
+            scan = run_scan(selective_scan_cl, inputs, grad_out, grad_last, channels_last=True)
+        else:
+            leaves = {k: v.clone().requires_grad_() if v is not None else None for k, v in inputs.items()}
+            y = selective_scan_cl(**leaves, delta_softplus=True)
+            (y * grad_out).sum().backward()
+            scan = y.detach(), None, {k: v.grad for k, v in leaves.items() if v is not None}
+        with torch.no_grad():
+            y_inference = selective_scan_cl(**inputs, delta_softplus=True)
+        conv_leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        y_conv = causal_conv1d_cl(*conv_leaves, activation="silu")
+        (y_conv * grad_out).sum().backward()
+        runs.append((scan, y_inference, y_conv.detach(), [t.grad for t in conv_leaves]))
+    (scan, y_inference, y_conv, conv_grads), (scan_op, y_inference_op, y_conv_op, conv_grads_op) = runs
+    assert torch.equal(scan[0], scan_op[0]) and torch.equal(y_inference, y_inference_op)
+    assert not last_state_used or torch.equal(scan[1], scan_op[1])
+    assert scan[2].keys() == scan_op[2].keys()
+    for name in scan[2]:
+        assert torch.equal(scan[2][name], scan_op[2][name]), name
+    assert torch.equal(y_conv, y_conv_op)
+    for mine, theirs in zip(conv_grads, conv_grads_op):
+        assert torch.equal(mine, theirs)
 
 
 @needs_interpreter
