@@ -5,8 +5,8 @@ pytest process that sets it (``test_kernels_under_the_interpreter``); in that pr
 tests here run, on small shapes: the selective scan's values and gradients (fp32 and bf16, a
 length no multiple of the chunk, states not a power of two, one and several time segments, with
 and without the optional inputs), the causal convolution of widths 2..8, the Mamba blocks on the
-Triton path, ``torch.library.opcheck`` of the custom ops (schemas, fake kernels, autograd), and
-the eager path that skips them against them.
+Triton path, ``torch.library.opcheck`` of the custom ops (schemas, fake kernels, autograd), the
+eager path that skips them against them, and ``torch.compile(fullgraph=True)`` taking them.
 The GPU twins, on the issue's shapes, are in ``tests/gpu/test_triton_kernels.py``.
 """
 
@@ -214,6 +214,29 @@ def test_eager_calls_give_what_the_custom_ops_give(last_state_used, monkeypatch)
     assert torch.equal(y_conv, y_conv_op)
     for mine, theirs in zip(conv_grads, conv_grads_op):
         assert torch.equal(mine, theirs)
+
+
+@needs_interpreter
+def test_compiled_calls_take_the_custom_ops():
+    """Under torch.compile the scan and the convolution are the custom ops (their fake kernels let
+    fullgraph=True hold); eager calls take the autograd.Function. Same values and gradients."""
+    from speechbrain_mambadapter.mamba import causal_conv1d_cl, selective_scan_cl
+
+    inputs = scan_inputs(1, 13, 8, 4, torch.float32, seed=5)
+    weight = torch.randn(8, 4)
+
+    def block(u, weight):
+        x = causal_conv1d_cl(u, weight, activation="silu")
+        return selective_scan_cl(**dict(inputs, u=x), delta_softplus=True)
+
+    results = []
+    for fn in (block, torch.compile(block, fullgraph=True, backend="aot_eager")):
+        u, w = inputs["u"].clone().requires_grad_(), weight.clone().requires_grad_()
+        y = fn(u, w)
+        y.square().sum().backward()
+        results.append((y.detach(), u.grad, w.grad))
+    for eager, compiled in zip(*results):
+        assert torch.allclose(eager, compiled, rtol=1e-6, atol=1e-6)
 
 
 @needs_interpreter
