@@ -15,7 +15,10 @@ constants and multiples of 16 marked divisible, as Triton specialises them), the
 registers per thread, the local-memory (spill) instructions, and, for the whole kernel and for its
 largest loop (the chunk loop), the instruction count and the MUFU, SHFL and FP32 arithmetic among
 them, and the loop's instructions per (step, state, channel) element a thread holds. ``--tile
-T,BD`` counts other tile sizes. These are static counts of the compiled code, not timings:
+T,BD`` counts other tile sizes. ``--kernels FILE`` counts a candidate design instead: a Python file
+that defines ``_scan_fwd_kernel`` and/or ``_scan_bwd_kernel`` with the package's signatures (copy
+them from ``speechbrain_mambadapter/mamba/triton_scan.py`` and change the copy); the passes it does
+not define are the package's. These are static counts of the compiled code, not timings:
 ``benchmarks/scan_kernels.py`` measures speed on a GPU.
 
 Authors
@@ -23,6 +26,7 @@ Authors
 """
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -137,10 +141,32 @@ def sass_of(compiled):
     return sass, int(registers.group(1)) if registers else None
 
 
-def scan_passes(batch, length, d_inner, d_state, rank, dtype):
+KERNEL_NAMES = ("_scan_fwd_kernel", "_scan_bwd_kernel")
+
+
+def load_kernels(path):
+    """The candidate kernels a Python file defines, ``{name: kernel}`` for the names in
+    ``KERNEL_NAMES``."""
+    spec = importlib.util.spec_from_file_location("candidate_kernels", path)
+    if spec is None:
+        raise ValueError(f"--kernels {path}: not a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = {name: getattr(module, name) for name in KERNEL_NAMES if hasattr(module, name)}
+    if not found:
+        raise ValueError(
+            f"--kernels {path} defines neither of {KERNEL_NAMES}: copy them from "
+            "speechbrain_mambadapter/mamba/triton_scan.py, keep their names and signatures."
+        )
+    return found
+
+
+def scan_passes(batch, length, d_inner, d_state, rank, dtype, kernels=None):
     """The scan kernels ``scan_fwd``/``scan_bwd`` launch at this shape: (name, kernel, pointer
     types, integers, constants, num_warps, maxnreg). ``B``/``C`` are column slices of ``x_proj``'s
-    ``[batch, L, rank + 2 d_state]`` output, as in the Mamba block; the other tensors contiguous."""
+    ``[batch, L, rank + 2 d_state]`` output, as in the Mamba block; the other tensors contiguous.
+    ``kernels`` (``load_kernels``) replaces the package's kernels of those names."""
+    kernels = {name: getattr(triton_scan, name) for name in KERNEL_NAMES} | dict(kernels or {})
     width = rank + 2 * d_state
     strides = {
         "s_ub": length * d_inner, "s_ul": d_inner, "s_ud": 1, "s_tb": length * d_inner, "s_tl": d_inner,
@@ -161,7 +187,7 @@ def scan_passes(batch, length, d_inner, d_state, rank, dtype):
         )
         integers = dict(strides, L=length, D=d_inner, N=d_state, seg_len=seg_len, n_seg=n_seg)
         common = dict(flags, T=chunk, BD=block_d, FAST=True, SEGMENTED=True)
-        kernel = triton_scan._scan_fwd_kernel
+        kernel = kernels["_scan_fwd_kernel"]
         pointers = {n: ("fp32" if n in f32 else dtype) for n in kernel.arg_names if n.endswith("_ptr")}
         stage = "training" if training else "inference"
         for mode in (0, 1):
@@ -170,7 +196,7 @@ def scan_passes(batch, length, d_inner, d_state, rank, dtype):
                 (f"forward ({stage}), MODE {mode}", kernel, pointers, integers, constants, warps, cap)
             )
         if training:
-            kernel = triton_scan._scan_bwd_kernel
+            kernel = kernels["_scan_bwd_kernel"]
             pointers = {n: ("fp32" if n in f32 + ("dA_ptr", "dD_ptr", "dbias_ptr") else dtype)
                         for n in kernel.arg_names if n.endswith("_ptr")}  # fmt: skip
             integers = dict(integers, s_ob=length * d_inner, s_ol=d_inner, s_od=1)
@@ -187,8 +213,10 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
     parser.add_argument("--tile", default=None, help="T,BD: other tile sizes (triton_scan._TUNING), one warp")
+    parser.add_argument("--kernels", default=None, help="a Python file with candidate kernels (above)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    kernels = load_kernels(args.kernels) if args.kernels else None
     if args.tile:
         chunk, block_d = (int(v) for v in args.tile.split(","))
         triton_scan._TUNING.update(inference=(chunk, block_d, 1), training=(chunk, block_d, 1))
@@ -197,7 +225,9 @@ def main(argv=None):
     columns = "instructions / MUFU / SHFL / FP32 / spills"
     print(f"| pass | registers | kernel: {columns} | chunk loop: the same | loop per element |")
     print("|---|---:|---|---|---:|")
-    for name, kernel, pointers, integers, constants, warps, cap in scan_passes(*shape, args.rank, args.dtype):
+    for name, kernel, pointers, integers, constants, warps, cap in scan_passes(
+        *shape, args.rank, args.dtype, kernels
+    ):
         sass, registers = sass_of(
             compile_kernel(kernel, pointers, integers, constants, args.arch, warps, cap)
         )

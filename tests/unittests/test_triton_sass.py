@@ -51,3 +51,24 @@ def test_the_training_summary_pass_compiles_for_sm90_and_has_a_chunk_loop():
     # One exponential per (step, state) a thread holds, T x NP / (32 / BD) = 8 x 16 / 4 = 32 of them,
     # and the softplus's two (x T steps): the loop must contain at least the 32.
     assert 0 < registers <= 255 and counts["MUFU"] >= 32 and counts["instructions"] > counts["MUFU"]
+
+
+def test_candidate_kernels_replace_the_package_s(tmp_path):
+    """``--kernels FILE``: the passes of the kernels the file defines use them, the others the
+    package's; a file that defines neither is an error that names it."""
+    candidate = tmp_path / "candidate.py"
+    candidate.write_text(
+        "from speechbrain_mambadapter.mamba.triton_scan import _scan_bwd_kernel as _scan_fwd_kernel\n"
+    )
+    kernels = sass.load_kernels(candidate)
+    assert list(kernels) == ["_scan_fwd_kernel"]
+    passes = {p[0]: p[1] for p in sass.scan_passes(32, 1500, 208, 16, 13, "bf16", kernels)}
+    backward = sass.triton_scan._scan_bwd_kernel
+    assert passes["forward (inference), MODE 1"] is backward and passes["backward, MODE 1"] is backward
+    assert {p[1] for p in sass.scan_passes(32, 1500, 208, 16, 13, "bf16")} == {
+        sass.triton_scan._scan_fwd_kernel, backward,
+    }  # fmt: skip
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="empty.py defines neither"):
+        sass.load_kernels(empty)
