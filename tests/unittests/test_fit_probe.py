@@ -1,20 +1,14 @@
 """benchmarks/fit_probe.py: the overfitting probe's core on the tiny random Whisper (CPU, seconds)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("fit_probe", ROOT / "benchmarks" / "fit_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/fit_probe.py", "fit_probe")
 
 
 @pytest.fixture(scope="module")
