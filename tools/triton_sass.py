@@ -26,9 +26,9 @@ Authors
 """
 
 import argparse
-import importlib.util
 import json
 import re
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -147,12 +147,8 @@ KERNEL_NAMES = ("_scan_fwd_kernel", "_scan_bwd_kernel")
 def load_kernels(path):
     """The candidate kernels a Python file defines, ``{name: kernel}`` for the names in
     ``KERNEL_NAMES``."""
-    spec = importlib.util.spec_from_file_location("candidate_kernels", path)
-    if spec is None:
-        raise ValueError(f"--kernels {path}: not a Python file.")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    found = {name: getattr(module, name) for name in KERNEL_NAMES if hasattr(module, name)}
+    names = runpy.run_path(str(path))
+    found = {name: names[name] for name in KERNEL_NAMES if name in names}
     if not found:
         raise ValueError(
             f"--kernels {path} defines neither of {KERNEL_NAMES}: copy them from "
