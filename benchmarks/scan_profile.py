@@ -79,11 +79,11 @@ def cpu_us_per_call(fn, calls=300):
     return elapsed * 1e6 / calls
 
 
-def adapter_call(batch=1):
-    """One Whisper-small MambAdapter (r=104), eager, bf16 autocast: a forward, or a forward and a
-    backward."""
+def adapter_call():
+    """One Whisper-small MambAdapter (r=104) at batch 1, eager, bf16 autocast: a forward, or a
+    forward and a backward."""
     adapter = MambAdapter(768, 104, SharedProjections(768, 104).cuda()).cuda()
-    hidden = torch.randn(batch, 1500, 768, device="cuda", requires_grad=True)
+    hidden = torch.randn(1, 1500, 768, device="cuda", requires_grad=True)
 
     def call(train):
         with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
@@ -124,7 +124,7 @@ def launch_costs():
         os.environ[LAUNCH_ENV] = mode
 
     try:
-        return ab_table(calls, {"triton": launch_path, "direct": launch_path})
+        return ab_table(calls, ("triton", "direct"), launch_path)
     finally:
         os.environ.pop(LAUNCH_ENV, None)
 
@@ -158,33 +158,33 @@ def dispatch_costs():
         triton_ops._EAGER_FUNCTIONS = mode == "function"
 
     try:
-        return ab_table(calls, {"custom op": eager_functions, "function": eager_functions})
+        return ab_table(calls, ("custom op", "function"), eager_functions)
     finally:
         triton_ops._EAGER_FUNCTIONS = True
 
 
-def ab_table(calls, paths):
+def ab_table(calls, paths, set_path):
     """Print and return ``{call: {path: µs}}``, each call timed through each of the two paths
-    (``{name: set_up(name)}``) by ``ab_cpu_us``."""
+    by ``ab_cpu_us``."""
     first, second = paths
     print(f"| call | {first} | {second} |\n|---|---:|---:|")
     rows = {}
     for name, fn in calls.items():
-        rows[name] = us = ab_cpu_us(fn, paths)
+        rows[name] = us = ab_cpu_us(fn, paths, set_path)
         print(f"| {name} | {us[first]:.1f} | {us[second]:.1f} |", flush=True)
     return rows
 
 
-def ab_cpu_us(fn, paths, rounds=9, calls=100):
-    """Median CPU µs per call through each of two paths (``{name: set_up(name)}``), the two
-    alternated round by round (ABBA order), so that a host whose speed drifts during the run
+def ab_cpu_us(fn, paths, set_path, rounds=9, calls=100):
+    """Median CPU µs per call through each of two paths (``set_path(name)`` switches to one), the
+    two alternated round by round (ABBA order), so that a host whose speed drifts during the run
     weighs on both alike (``benchmarks/RESULTS.md``: one path timed after the other is not a
     comparison)."""
     first, second = paths
     samples = {first: [], second: []}
     for r in range(rounds):
         for name in (first, second) if r % 2 == 0 else (second, first):
-            paths[name](name)
+            set_path(name)
             samples[name].append(cpu_us_per_call(fn, calls))
     return {name: statistics.median(v) for name, v in samples.items()}
 
