@@ -237,4 +237,4 @@ if __name__ == "__main__":
     )
 
     asr_brain.evaluate(test_data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
-    distributed.shutdown_process_group()  # under torchrun (a no-op otherwise)
+    distributed.shutdown_process_group(asr_brain)  # under torchrun (a no-op otherwise)

@@ -280,4 +280,4 @@ if __name__ == "__main__":
         max_key="accuracy",
         test_loader_kwargs=hparams["test_dataloader_opts"],
     )
-    distributed.shutdown_process_group()  # under torchrun (a no-op otherwise)
+    distributed.shutdown_process_group(brain)  # under torchrun (a no-op otherwise)
