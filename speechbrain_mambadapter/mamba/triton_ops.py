@@ -176,12 +176,18 @@ def _(x, weight, bias, silu):
     return x.new_empty(x.shape)
 
 
+def _conv_bwd(x, weight, bias, silu, grad_out):
+    """``triton_conv.conv_bwd`` with the weight's and bias's gradients (fp32 sums) in their dtypes,
+    and an empty bias gradient without a bias: the custom op's body and the eager backward's."""
+    dx, dw, db = triton_conv.conv_bwd(x, weight, bias, silu, grad_out)
+    return dx, dw.to(weight.dtype), x.new_empty(0) if db is None else db.to(bias.dtype)
+
+
 @torch.library.custom_op(f"{_NS}::causal_conv1d_bwd", mutates_args=())
 def _conv_bwd_op(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, grad_out: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dx, dw, db = triton_conv.conv_bwd(x, weight, bias, silu, grad_out)
-    return dx, dw.to(weight.dtype), x.new_empty(0) if db is None else db.to(bias.dtype)
+    return _conv_bwd(x, weight, bias, silu, grad_out)
 
 
 @_conv_bwd_op.register_fake
@@ -201,10 +207,10 @@ def _conv_setup_context(ctx, inputs, output):
 
 
 def _conv_grads(ctx, grad_out, conv_bwd):
-    """The inputs' gradients, from ``conv_bwd`` (the custom op, or ``triton_conv.conv_bwd``)."""
+    """The inputs' gradients, from ``conv_bwd`` (the custom op, or ``_conv_bwd``)."""
     x, weight, bias = ctx.saved_tensors
     dx, dw, db = conv_bwd(x, weight, bias, ctx.silu, grad_out)
-    return dx, dw.to(weight.dtype), db.to(bias.dtype) if ctx.has_bias else None, None
+    return dx, dw, _none_if_empty(db, ctx.has_bias), None
 
 
 def _conv_backward(ctx, grad_out):
@@ -225,7 +231,7 @@ class _ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        return _conv_grads(ctx, grad_out, triton_conv.conv_bwd)
+        return _conv_grads(ctx, grad_out, _conv_bwd)
 
 
 def _wants_grad(*tensors):
